@@ -1,0 +1,1 @@
+"""egmt_ros.fusion"""
