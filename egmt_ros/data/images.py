@@ -26,8 +26,7 @@ def load_image(path: str | Path) -> np.ndarray:
     raw = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise FileNotFoundError(f"cannot read image {p} (missing or not an image)")
-    scale = 65535.0 if raw.dtype == np.uint16 else 255.0
-    img = raw.astype(np.float32) / scale
+    img = raw.astype(np.float32) / np.float32(65535.0) if raw.dtype == np.uint16 else from_uint8(raw)
     if img.ndim == 3:
         if img.shape[2] == 4:
             img = img[:, :, :3]
@@ -35,6 +34,11 @@ def load_image(path: str | Path) -> np.ndarray:
             return np.ascontiguousarray(img[:, :, 0])
         img = np.ascontiguousarray(img[:, :, ::-1])  # BGR -> RGB
     return img
+
+
+def from_uint8(arr: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 [0, 1] (``arr / 255``): the one conversion used for files and camera frames alike."""
+    return arr.astype(np.float32) / np.float32(255.0)
 
 
 def to_gray(img: np.ndarray) -> np.ndarray:

@@ -1,0 +1,105 @@
+"""Pairing by stamp, thermal AGC, registration and the shared fusion path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from egmt_ros.data.images import list_pairs, load_pair, to_uint8
+from egmt_ros.fusion.agc import ThermalAGC
+from egmt_ros.fusion.methods import FunctionMethod
+from egmt_ros.fusion.pipeline import FusionPipeline, fuse_images
+from egmt_ros.fusion.registration import parse_homography, warp_thermal
+from egmt_ros.fusion.sync import StampPairer, Stamped
+
+AVG = FunctionMethod("avg", lambda a, b: (a + b) / 2)
+
+
+def test_pairs_within_slop_and_counts_unmatched() -> None:
+    s = StampPairer(slop=0.01, queue_size=5)
+    assert s.add_thermal(Stamped(1.000, "t1")) is None
+    p = s.add_rgb(Stamped(1.004, "r1"))
+    assert p is not None and (p.thermal.data, p.rgb.data) == ("t1", "r1")
+    assert p.stamp == 1.004 and p.skew == pytest.approx(-0.004)
+    # a thermal frame with no RGB partner, then the next pair: the orphan is unmatched
+    s.add_thermal(Stamped(1.033, "t2"))
+    s.add_thermal(Stamped(1.066, "t3"))
+    p2 = s.add_rgb(Stamped(1.070, "r3"))
+    assert p2.thermal.data == "t3"
+    assert s.counters.unmatched == 1 and s.counters.paired == 2
+    assert s.counters.dropped == 1  # p was never taken before p2 replaced it
+    assert s.take().rgb.data == "r3" and s.take() is None
+
+
+def test_closest_partner_wins_and_out_of_slop_does_not_pair() -> None:
+    s = StampPairer(slop=0.02)
+    s.add_rgb(Stamped(2.00, "r0"))
+    s.add_rgb(Stamped(2.03, "r1"))
+    p = s.add_thermal(Stamped(2.025, "t"))
+    assert p.rgb.data == "r1"
+    assert s.add_thermal(Stamped(3.0, "far")) is None and s.pending() == 1
+
+
+def test_stale_frames_are_counted_not_paired() -> None:
+    s = StampPairer(slop=0.01)
+    s.add_thermal(Stamped(20.0, "t"))
+    s.add_rgb(Stamped(20.0, "r"))
+    assert s.add_thermal(Stamped(10.0, "old")) is None
+    assert s.counters.stale == 1 and s.counters.last_stale_age == pytest.approx(10.0)
+
+
+def test_memory_is_bounded_when_one_camera_is_silent() -> None:
+    s = StampPairer(slop=0.01, queue_size=4)
+    for i in range(100):
+        s.add_thermal(Stamped(i * 0.033, i))
+    assert s.pending() == 4 and s.counters.unmatched == 96
+
+
+def test_agc_maps_percentiles_and_smooths() -> None:
+    rng = np.random.default_rng(0)
+    frame = rng.integers(7000, 9000, size=(64, 80)).astype(np.uint16)
+    agc = ThermalAGC(low_percentile=1, high_percentile=99, smoothing=0.9, subsample=1)
+    out = agc(frame)
+    assert out.dtype == np.float32 and out.min() == 0.0 and out.max() == 1.0
+    assert 0.4 < out.mean() < 0.6
+    lo0, hi0 = agc.current_range
+    agc(frame + 1000)  # a sudden offset moves the range only 10 % of the way
+    lo1, hi1 = agc.current_range
+    assert lo1 == pytest.approx(lo0 + 100, abs=5) and hi1 == pytest.approx(hi0 + 100, abs=5)
+    assert np.array_equal(ThermalAGC()(np.full((4, 4), 255, np.uint8)), np.ones((4, 4), np.float32))
+
+
+def test_agc_nan_frame() -> None:
+    agc = ThermalAGC()
+    f = np.full((8, 8), np.nan, np.float32)
+    with pytest.raises(ValueError, match="no finite"):
+        agc(f)
+    f[0, 0] = 3.0
+    f[1, 1] = 5.0
+    assert np.isfinite(agc(f)).all()
+
+
+def test_homography_identity_and_translation() -> None:
+    assert parse_homography([1, 0, 0, 0, 1, 0, 0, 0, 1]) is None
+    with pytest.raises(ValueError, match="9 numbers"):
+        parse_homography([1, 0, 0])
+    h = parse_homography([1, 0, 2, 0, 1, 1, 0, 0, 1])
+    img = np.zeros((10, 12), np.float32)
+    img[3, 4] = 1.0
+    out = warp_thermal(img, h, (12, 10))
+    assert out[4, 6] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="size mismatch: thermal is 12x10, RGB is 8x8"):
+        warp_thermal(img, None, (8, 8))
+
+
+def test_pipeline_matches_file_path_on_real_pair(data_root) -> None:
+    name, ir_p, vi_p = list_pairs(data_root / "roadscene")[0]
+    ir, vi = load_pair(ir_p, vi_p)
+    expected = to_uint8(fuse_images(AVG, ir, vi))
+    bgr = np.ascontiguousarray(to_uint8(vi)[:, :, ::-1])
+    res = FusionPipeline(AVG).process(to_uint8(ir), bgr, "bgr8")
+    assert res.encoding == "bgr8" and res.image.shape == bgr.shape
+    assert np.array_equal(res.image[:, :, ::-1], expected)
+    assert set(res.timings) == {"preprocess", "fuse", "postprocess"}
+    with pytest.raises(ValueError, match="empty image"):
+        FusionPipeline(AVG).process(np.zeros((0, 0), np.uint8), bgr)
