@@ -7,7 +7,8 @@ Grammar (case-insensitive, punctuation ignored)::
     target    := "everything" | "background" | a class or entity word ("people", "pedestrians", "vehicles", ...)
     intensity := "slightly" | "a bit" (1 step, the default) | "much" | "a lot" | "strongly" | "very" (2 steps)
 
-Targets resolve in this order: exact class/entity word, singular form, the synonym table, then the text
+Targets resolve in this order: exact class/entity word, its singular, a group word (vehicles), the class
+synonyms of ``egmt_ros.entities.classes``, then the text
 encoder's cosine similarity to the known words (>= ``min_similarity``) when an encoder is given.
 Scene "stuff" words (road, sky, street, ...) have no detector boxes: they map to the background region and
 the answer says so. A command whose task or target cannot be resolved is answered and nothing is applied.
@@ -21,6 +22,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from egmt_ros.entities.classes import class_of
+from egmt_ros.entities.extractor import singular
 from egmt_ros.fusion.terf import Region
 
 #: Phrases per task, longest first when matching.
@@ -42,15 +45,10 @@ WHOLE = ("everything", "everywhere", "whole image", "whole frame", "entire image
 BACKGROUND = ("background", "backdrop", "surroundings", "rest")
 STUFF = ("road", "street", "sky", "ground", "grass", "tree", "trees", "building", "buildings", "wall", "field",
          "forest", "water", "smoke", "fog", "sidewalk", "pavement")
-SYNONYMS = {
-    "people": "person", "persons": "person", "pedestrian": "person", "pedestrians": "person", "human": "person",
-    "humans": "person", "man": "person", "men": "person", "woman": "person", "women": "person",
-    "child": "person", "children": "person", "someone": "person", "figure": "person", "figures": "person",
-    "vehicle": "car|truck|bus|motorcycle", "vehicles": "car|truck|bus|motorcycle", "cars": "car",
-    "automobile": "car", "automobiles": "car", "trucks": "truck", "lorry": "truck", "buses": "bus",
-    "motorbike": "motorcycle", "motorbikes": "motorcycle", "motorcycles": "motorcycle", "bike": "bicycle",
-    "bikes": "bicycle", "bicycles": "bicycle", "cyclist": "person|bicycle", "cyclists": "person|bicycle",
-    "dogs": "dog", "animals": "dog|cat|horse|cow|sheep", "animal": "dog|cat|horse|cow|sheep",
+#: Words that name a group of classes (single-class synonyms come from ``egmt_ros.entities.classes``).
+GROUPS = {
+    "vehicle": "car|truck|bus|motorcycle", "traffic": "car|truck|bus|motorcycle",
+    "cyclist": "person|bicycle", "rider": "person|motorcycle|bicycle", "animal": "dog|cat|horse|cow|sheep",
 }
 PREPOSITIONS = ("on", "in", "for", "of", "around", "at", "over")
 FILLER = {"the", "a", "an", "make", "please", "can", "you", "more", "so", "they", "it", "them", "that", "to",
@@ -136,10 +134,12 @@ class CommandParser:
     def _resolve(self, word: str, cmd: ParsedCommand) -> list[str] | None:
         if word in self.classes:
             return [word]
-        if word.endswith("s") and word[:-1] in self.classes:
-            return [word[:-1]]
-        if word in SYNONYMS:
-            return [c for c in SYNONYMS[word].split("|") if c in self.classes] or SYNONYMS[word].split("|")[:1]
+        base = singular(word)
+        if base in GROUPS:
+            return [c for c in GROUPS[base].split("|") if c in self.classes] or GROUPS[base].split("|")[:1]
+        cls = class_of(base, self.classes) or class_of(base)
+        if cls:
+            return [cls]
         if word in STUFF:
             cmd.notes.append(f"'{word}' has no detector boxes: applied to the background region")
             return ["background"]

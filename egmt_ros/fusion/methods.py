@@ -67,17 +67,23 @@ def available() -> list[str]:
 
 def get_method(name: str, **kwargs) -> FusionMethod:
     """Build the method registered as ``name``; unknown names raise KeyError listing the known ones."""
-    _load_builtin()
+    if name not in _FACTORIES:
+        _load_builtin(name)
     if name not in _FACTORIES:
         raise KeyError(f"unknown fusion method {name!r}; known: {', '.join(sorted(_FACTORIES))}")
     return _FACTORIES[name](**kwargs)
 
 
-def _load_builtin() -> None:
-    """Import the modules that register the built-in methods (classical rules, EGMT models)."""
+def _load_builtin(wanted: str | None = None) -> None:
+    """Import the modules that register the built-in methods (classical rules, then EGMT models).
+
+    With ``wanted`` it stops as soon as that name is registered, so a classical method never imports torch.
+    """
     import importlib
 
     for mod in ("egmt_ros.fusion.classical", "egmt_ros.model.method"):
+        if wanted is not None and wanted in _FACTORIES:
+            return
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:  # a module not written yet; anything else must surface

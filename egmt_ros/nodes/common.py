@@ -1,0 +1,90 @@
+"""Small ROS helpers shared by the egmt_ros nodes: QoS by name, stamps, parameters, diagnostics."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import rclpy
+
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+
+#: Diagnostic levels (bytes in rclpy; they compare in severity order).
+OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+
+#: Latched QoS for slowly changing state such as /egmt/entities.
+LATCHED_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def qos_by_name(name: str, depth: int = 5) -> QoSProfile:
+    """``sensor_data`` (best effort, the camera-driver default) or ``reliable``; ValueError otherwise."""
+    if name == "sensor_data":
+        return qos_profile_sensor_data
+    if name == "reliable":
+        return QoSProfile(depth=depth, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+    raise ValueError(f"unknown QoS profile {name!r}: use 'sensor_data' or 'reliable'")
+
+
+def stamp_to_sec(stamp: Time) -> float:
+    """builtin_interfaces/Time -> float seconds."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def sec_to_stamp(t: float) -> Time:
+    """Float seconds -> builtin_interfaces/Time (exact for stamps that came from a Time)."""
+    sec = int(t // 1)
+    nsec = int(round((t - sec) * 1e9))
+    if nsec >= 1_000_000_000:
+        sec, nsec = sec + 1, nsec - 1_000_000_000
+    return Time(sec=sec, nanosec=nsec)
+
+
+def declare_defaults(node: Node, defaults: Mapping[str, Any]) -> None:
+    """Declare every parameter of ``defaults`` (the single source of the node's defaults)."""
+    for name, value in defaults.items():
+        node.declare_parameter(name, value)
+
+
+def param(node: Node, name: str) -> Any:
+    """The current value of a declared parameter."""
+    return node.get_parameter(name).value
+
+
+def diagnostic_array(node: Node, statuses: list[DiagnosticStatus]) -> DiagnosticArray:
+    """A DiagnosticArray stamped now."""
+    msg = DiagnosticArray()
+    msg.header.stamp = node.get_clock().now().to_msg()
+    msg.status = statuses
+    return msg
+
+
+def make_status(name: str, level: bytes, message: str, values: Mapping[str, Any], hardware_id: str = "egmt_ros"
+                ) -> DiagnosticStatus:
+    """A DiagnosticStatus with key/values rendered as strings (floats with 3 decimals)."""
+    kv = [KeyValue(key=k, value=(f"{v:.3f}" if isinstance(v, float) else str(v))) for k, v in values.items()]
+    return DiagnosticStatus(level=level, name=name,
+                            message=message, hardware_id=hardware_id, values=kv)
+
+
+def run_node(*factories: Callable[[], Node], args: list[str] | None = None) -> None:
+    """``rclpy.init``, build the nodes, spin them on one multi-threaded executor until Ctrl-C, clean up."""
+    rclpy.init(args=args)
+    nodes: list[Node] = []
+    try:
+        nodes = [f() for f in factories]
+        executor = MultiThreadedExecutor(num_threads=max(2, 2 * len(nodes)))
+        for n in nodes:
+            executor.add_node(n)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        for n in nodes:
+            n.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
