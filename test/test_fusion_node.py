@@ -100,6 +100,7 @@ def test_pairs_at_30hz_with_jitter_keep_stamps_and_equal_the_cli_path(spawn, cli
     # every pair was matched; each was fused or, newest pair wins when fusion is slower than 30 Hz, dropped
     assert int(d["pairs_matched"]) == 45 and int(d["frames_unmatched"]) == 0, str(d)
     assert int(d["pairs_fused"]) + int(d["pairs_dropped"]) == 45
+    assert d["entity_age_s"].startswith("no entities yet")  # no entity node: fusion runs with an empty entity set
     fused = client.messages("/egmt/fused")
     assert len(fused) >= 3
     stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in fused]

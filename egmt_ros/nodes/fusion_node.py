@@ -98,7 +98,6 @@ class FusionNode(Node):
         self.detections_received = 0
         self.entities: list[str] = []
         self.entity_stamp: float | None = None
-        self.entity_received: float | None = None
         self._entities_dirty = False
         self._lock = threading.Lock()
 
@@ -213,7 +212,6 @@ class FusionNode(Node):
         with self._lock:
             self.entities = labels
             self.entity_stamp = stamp_to_sec(msg.header.stamp)
-            self.entity_received = time.monotonic()
             self._entities_dirty = True
             self.parser.set_vocabulary(sorted(self._seen_classes | set(labels)))
 
@@ -323,8 +321,8 @@ class FusionNode(Node):
             p50, p99 = w.percentiles_ms(50, 99)
             values[f"{k}_ms_p50"], values[f"{k}_ms_p99"] = p50, p99
         ent_age = None
-        if self.entity_received is not None:
-            ent_age = now - self.entity_received
+        if self.entity_stamp is not None:
+            ent_age = self.get_clock().now().nanoseconds * 1e-9 - self.entity_stamp  # since the keyframe
             values["entity_age_s"] = ent_age
         else:
             values["entity_age_s"] = "no entities yet (fusing with an empty entity set)"

@@ -1,0 +1,209 @@
+"""entity_node: scene entities from keyframes, published latched on /egmt/entities (vision_msgs/Classification).
+
+The slow part of EGMT runs here, never in the fused stream: keyframes (minimum interval, scene change, maximum
+rate; ``egmt_ros.entities.keyframes``) are handed to a worker thread, newest keyframe wins, and the subscriptions
+never wait for it. Sources (``source`` parameter):
+  ``detections`` (default, offline): the class names the detection node reports around the keyframe + ``vocabulary``;
+  ``caption``: BLIP-2 captions of the thermal and RGB keyframe + an entity extractor (Flan-T5, or the rule-based
+               one when ``extractor.model`` is empty) — the paper's pipeline; needs local weights;
+  ``vocabulary``: only the fixed ``vocabulary`` words.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+
+from egmt_ros.entities.detections import DetectionsEntitySource
+from egmt_ros.entities.keyframes import KeyframePolicy
+from egmt_ros.entities.sources import EntitySet, VocabularyEntitySource
+from egmt_ros.fusion.stats import LatencyWindow
+from egmt_ros.nodes.common import (ERROR, LATCHED_QOS, OK, WARN, declare_defaults, diagnostic_array, make_status,
+                                   param, qos_by_name, run_node, sec_to_stamp, stamp_to_sec)
+from egmt_ros.nodes.image_conv import ImageConversionError, image_to_numpy
+
+DEFAULTS: dict[str, Any] = {
+    "qos": "sensor_data",
+    "source": "detections",
+    "vocabulary": "",
+    "vocabulary_score": 1.0,
+    "max_entities": 8,
+    "detections.window": 1.0,
+    "detections.min_score": 0.3,
+    "keyframe.min_interval": 1.0,
+    "keyframe.max_interval": 10.0,
+    "keyframe.max_rate": 0.5,
+    "keyframe.scene_change_threshold": 0.2,
+    "keyframe.method": "hist",
+    "captioner.model": "",
+    "captioner.prompt": "",
+    "extractor.model": "",
+    "device": "cpu",
+    "diagnostics_period": 1.0,
+}
+
+
+class EntityNode(Node):
+    """Keyframes -> entities -> /egmt/entities."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("entity_node", **kwargs)
+        declare_defaults(self, DEFAULTS)
+        self.source_name = param(self, "source")
+        self.source = self._make_source()
+        self.policy = KeyframePolicy(min_interval_s=param(self, "keyframe.min_interval"),
+                                     max_rate_hz=param(self, "keyframe.max_rate"),
+                                     scene_change_threshold=param(self, "keyframe.scene_change_threshold"),
+                                     method=param(self, "keyframe.method"),
+                                     max_interval_s=param(self, "keyframe.max_interval"))
+        qos = qos_by_name(param(self, "qos"))
+        import vision_msgs.msg as vm
+
+        self._vm = vm
+        self.pub = self.create_publisher(vm.Classification, "/egmt/entities", LATCHED_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(Image, "/egmt/fused", self._on_fused, qos)
+        self.create_subscription(vm.Detection2DArray, "/egmt/detections", self._on_detections, 10)
+        self.latest: dict[str, np.ndarray] = {}
+        if self.source_name == "caption":
+            self.create_subscription(Image, "/thermal/image_raw", lambda m: self._keep("ir", m), qos)
+            self.create_subscription(Image, "/rgb/image_raw", lambda m: self._keep("vi", m), qos)
+        self.create_timer(param(self, "diagnostics_period"), self._publish_diagnostics)
+        self.lat = LatencyWindow(50)
+        self.keyframes = 0
+        self.published = 0
+        self.last: EntitySet | None = None
+        self.error: tuple[float, str] | None = None
+        self._job: tuple[float, dict[str, np.ndarray]] | None = None
+        self._cv = threading.Condition()
+        self._running = True
+        self.worker = threading.Thread(target=self._work, name="egmt_entity_worker", daemon=True)
+        self.worker.start()
+        self.get_logger().info(f"entity source: {self.source_name}")
+
+    def _make_source(self):
+        vocab = param(self, "vocabulary")
+        if self.source_name == "detections":
+            return DetectionsEntitySource(vocab, param(self, "vocabulary_score"), param(self, "detections.window"),
+                                          param(self, "detections.min_score"), param(self, "max_entities"))
+        if self.source_name == "vocabulary":
+            return VocabularyEntitySource(vocab, param(self, "vocabulary_score"))
+        if self.source_name == "caption":
+            from egmt_ros.entities.captioner import Blip2Captioner
+            from egmt_ros.entities.extractor import get_extractor
+            from egmt_ros.entities.sources import CaptionEntitySource
+
+            if not param(self, "captioner.model"):
+                raise ValueError("source 'caption' needs the parameter captioner.model (a BLIP-2 id or local folder)")
+            kw = {"device": param(self, "device")}
+            if param(self, "captioner.prompt"):
+                kw["prompt"] = param(self, "captioner.prompt")
+            captioner = Blip2Captioner(param(self, "captioner.model"), **kw)
+            extractor = get_extractor(param(self, "extractor.model") or None)
+            return CaptionEntitySource(captioner, extractor, param(self, "max_entities"), vocab,
+                                       param(self, "vocabulary_score"))
+        raise ValueError(f"unknown entity source {self.source_name!r}: use detections, caption or vocabulary")
+
+    # ---------------------------------------------------------------- callbacks (cheap, never block)
+    def _keep(self, key: str, msg: Image) -> None:
+        try:
+            self.latest[key] = image_to_numpy(msg, copy=True)
+        except ImageConversionError as exc:
+            self.error = (time.monotonic(), f"bad {key} image: {exc}")
+
+    def _on_detections(self, msg) -> None:
+        if isinstance(self.source, DetectionsEntitySource):
+            dets = [(d.results[0].hypothesis.class_id, d.results[0].hypothesis.score) for d in msg.detections
+                    if d.results]
+            self.source.add(stamp_to_sec(msg.header.stamp), dets)
+
+    def _on_fused(self, msg: Image) -> None:
+        stamp = stamp_to_sec(msg.header.stamp)
+        try:
+            img = image_to_numpy(msg)
+        except ImageConversionError as exc:
+            self.error = (time.monotonic(), f"bad image on /egmt/fused: {exc}")
+            return
+        ok, _reason = self.policy.should_process(img[::4, ::4], stamp)
+        if not ok:
+            return
+        self.keyframes += 1
+        images = {"fused": img.copy()} | {k: v for k, v in self.latest.items()}
+        with self._cv:
+            self._job = (stamp, images)  # newest keyframe wins
+            self._cv.notify()
+
+    # ---------------------------------------------------------------- worker
+    def _work(self) -> None:
+        while self._running:
+            with self._cv:
+                if self._job is None:
+                    self._cv.wait(0.1)
+                job, self._job = self._job, None
+            if job is None:
+                continue
+            stamp, images = job
+            t0 = time.perf_counter()
+            try:
+                ents = self.source.extract(images.get("ir"), images.get("vi"), stamp, fused=images.get("fused"))
+            except Exception as exc:  # noqa: BLE001 - report, keep the last entities, keep running
+                self.error = (time.monotonic(), f"entity extraction failed: {exc}")
+                self.get_logger().error(self.error[1], throttle_duration_sec=5.0)
+                continue
+            self.lat.add(time.perf_counter() - t0)
+            self.publish(ents)
+
+    def publish(self, ents: EntitySet) -> None:
+        """Publish an entity set latched, stamped with its keyframe's stamp."""
+        msg = self._vm.Classification()
+        msg.header.stamp = sec_to_stamp(ents.stamp)
+        for e in ents.entities:
+            h = self._vm.ObjectHypothesis()
+            h.class_id, h.score = e.text, float(e.score)
+            msg.results.append(h)
+        self.pub.publish(msg)
+        self.last = ents
+        self.published += 1
+
+    # ---------------------------------------------------------------- diagnostics
+    def status(self) -> tuple[bytes, str, dict[str, Any]]:
+        now = self.get_clock().now().nanoseconds * 1e-9
+        p50, p99 = self.lat.percentiles_ms(50, 99)
+        values: dict[str, Any] = {"source": self.source_name, "keyframes": self.keyframes,
+                                  "published": self.published, "extract_ms_p50": p50, "extract_ms_p99": p99,
+                                  "entities": ",".join(self.last.texts) if self.last else "",
+                                  "entity_age_s": self.last.age(now) if self.last else "none yet"}
+        level, msgs = OK, []
+        if self.keyframes == 0:
+            level, msgs = WARN, ["no keyframe yet: is /egmt/fused being published?"]
+        if self.error is not None and time.monotonic() - self.error[0] < 10.0:
+            level = ERROR
+            msgs.append(self.error[1])
+        return level, "; ".join(msgs) if msgs else "ok", values
+
+    def _publish_diagnostics(self) -> None:
+        level, message, values = self.status()
+        self.diag_pub.publish(diagnostic_array(self, [make_status(f"{self.get_name()}: entities", level, message,
+                                                                  values)]))
+
+    def destroy_node(self) -> None:
+        self._running = False
+        with self._cv:
+            self._cv.notify_all()
+        self.worker.join(timeout=2.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the node alone (``ros2 run egmt_ros entity_node``)."""
+    run_node(EntityNode, args=args)
+
+
+if __name__ == "__main__":
+    main()
