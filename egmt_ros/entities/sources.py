@@ -1,0 +1,182 @@
+"""Where entities come from: the detector (the offline default), captions (BLIP-2 + extractor), a fixed vocabulary.
+
+Every source has ``extract(ir, vi, stamp, fused=None) -> EntitySet``; ``stamp`` is the stamp of the keyframe the
+images belong to, so an :class:`EntitySet` knows how old it is (:meth:`EntitySet.age`). ``last_timings`` holds the
+seconds each stage took in the last call (``detect``, ``caption``, ``extract``), for latency reports.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from egmt_ros.entities.extractor import MAX_ENTITIES, EntityExtractor, merge_entities, normalize_entity
+
+SOURCES = ("detector", "caption", "vocabulary")
+
+
+@dataclass(frozen=True)
+class Entity:
+    """One entity: normalised text, a score in [0, 1] and the source ("detector" | "caption" | "vocabulary")."""
+
+    text: str
+    score: float
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"text", "source", "score"}`` (the annotation file's entity record)."""
+        return {"text": self.text, "source": self.source, "score": round(float(self.score), 4)}
+
+
+@dataclass
+class EntitySet:
+    """The entities of one keyframe: its ``stamp`` (seconds), the entities, and the captions they came from."""
+
+    stamp: float
+    entities: list[Entity] = field(default_factory=list)
+    captions: dict[str, str | None] = field(default_factory=lambda: {"ir": None, "vi": None})
+
+    def age(self, now: float) -> float:
+        """Seconds since the keyframe these entities came from (``now`` on the same clock as ``stamp``)."""
+        return float(now) - float(self.stamp)
+
+    @property
+    def texts(self) -> list[str]:
+        """The entity texts, in order."""
+        return [e.text for e in self.entities]
+
+    @property
+    def scores(self) -> list[float]:
+        """The entity scores, in order."""
+        return [e.score for e in self.entities]
+
+
+class EntitySource(Protocol):
+    """Anything that turns a keyframe into an :class:`EntitySet`."""
+
+    last_timings: dict[str, float]
+
+    def extract(self, ir: np.ndarray | None, vi: np.ndarray | None, stamp: float,
+                fused: np.ndarray | None = None) -> EntitySet:
+        """Entities of one keyframe."""
+        ...
+
+
+def parse_vocabulary(text: str | Sequence[str] | None) -> list[str]:
+    """``"person, street,Tree"`` or a list -> normalised, de-duplicated words (empty for None)."""
+    if not text:
+        return []
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out: list[str] = []
+    for item in items:
+        norm = normalize_entity(item)
+        if norm and norm not in out:
+            out.append(norm)
+    return out
+
+
+class VocabularyEntitySource:
+    """A fixed list of entities (e.g. the scene the robot works in), each with ``score``, source "vocabulary"."""
+
+    def __init__(self, vocabulary: str | Sequence[str], score: float = 1.0) -> None:
+        self.vocabulary = parse_vocabulary(vocabulary)
+        if not self.vocabulary:
+            raise ValueError("the vocabulary source needs at least one word")
+        self.score = float(score)
+        self.last_timings: dict[str, float] = {}
+
+    def extract(self, ir: np.ndarray | None = None, vi: np.ndarray | None = None, stamp: float = 0.0,
+                fused: np.ndarray | None = None) -> EntitySet:
+        """The vocabulary as an EntitySet (the images are not looked at)."""
+        return EntitySet(stamp, [Entity(w, self.score, "vocabulary") for w in self.vocabulary])
+
+
+class DetectorEntitySource:
+    """Entities = the detector's class names on the keyframe's images; score = the best detection per class.
+
+    ``modalities`` picks the images given to the detector among ``"fused"``, ``"vi"`` and ``"ir"`` (grey IR is
+    replicated to 3 channels); the detections of all of them are pooled. Images that are None in a call are skipped
+    (at least one must be there). Detected classes come first, by score; then the words of ``vocabulary`` that were
+    not detected (``vocabulary_score``, source "vocabulary"); at most ``max_entities``.
+    ``detector`` is an ``egmt_ros.detection.detector.Detector`` (built with ``weights``/``conf`` when None).
+    """
+
+    def __init__(self, detector: Any = None, modalities: Sequence[str] = ("vi",),
+                 vocabulary: str | Sequence[str] | None = None, vocabulary_score: float = 1.0,
+                 max_entities: int = MAX_ENTITIES, weights: str | None = None, conf: float = 0.25) -> None:
+        bad = [m for m in modalities if m not in ("fused", "vi", "ir")]
+        if bad or not modalities:
+            raise ValueError(f"modalities must be among 'fused', 'vi', 'ir', got {list(modalities)}")
+        if detector is None:
+            from egmt_ros.detection.detector import Detector
+
+            detector = Detector(weights=weights, conf=conf)
+        self.detector = detector
+        self.modalities = tuple(modalities)
+        self.vocabulary = parse_vocabulary(vocabulary)
+        self.vocabulary_score = float(vocabulary_score)
+        self.max_entities = int(max_entities)
+        self.last_timings: dict[str, float] = {}
+        self.last_detections: dict[str, list[Any]] = {}
+
+    def extract(self, ir: np.ndarray | None, vi: np.ndarray | None, stamp: float,
+                fused: np.ndarray | None = None) -> EntitySet:
+        """Run the detector on the chosen images (one batch) and pool the class names."""
+        given = {"fused": fused, "vi": vi, "ir": ir}
+        names = [m for m in self.modalities if given[m] is not None]
+        if not names:
+            raise ValueError(f"none of the images {list(self.modalities)} was given")
+        images = [given[m] if given[m].ndim == 3 else np.repeat(given[m][:, :, None], 3, axis=2) for m in names]
+        t0 = time.perf_counter()
+        results = self.detector.detect_batch(images) if hasattr(self.detector, "detect_batch") \
+            else [self.detector.detect(im) for im in images]
+        self.last_timings = {"detect": time.perf_counter() - t0}
+        self.last_detections = dict(zip(names, results))
+        best: dict[str, float] = {}
+        for dets in results:
+            for d in dets:
+                name = str(d.class_name).strip().lower()
+                best[name] = max(best.get(name, 0.0), float(d.score))
+        ents = [Entity(n, s, "detector") for n, s in sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))]
+        ents += [Entity(w, self.vocabulary_score, "vocabulary") for w in self.vocabulary if w not in best]
+        return EntitySet(stamp, ents[: self.max_entities])
+
+
+class CaptionEntitySource:
+    """Entities from captions, as the paper: caption IR and VI separately, extract entities from each, take the
+    union (IR first), de-duplicate case-insensitively, keep ``max_entities`` (8). Score 1.0, source "caption".
+
+    ``captioner`` has ``caption_pair(ir, vi)`` (:class:`~egmt_ros.entities.captioner.Blip2Captioner`);
+    ``extractor`` has ``extract(caption)`` (:func:`~egmt_ros.entities.extractor.get_extractor`).
+    """
+
+    def __init__(self, captioner: Any, extractor: EntityExtractor, max_entities: int = MAX_ENTITIES,
+                 vocabulary: str | Sequence[str] | None = None, vocabulary_score: float = 1.0) -> None:
+        self.captioner = captioner
+        self.extractor = extractor
+        self.max_entities = int(max_entities)
+        self.vocabulary = parse_vocabulary(vocabulary)
+        self.vocabulary_score = float(vocabulary_score)
+        self.last_timings: dict[str, float] = {}
+
+    def extract(self, ir: np.ndarray | None, vi: np.ndarray | None, stamp: float,
+                fused: np.ndarray | None = None) -> EntitySet:
+        """Caption the given images (IR and/or VI), extract and merge their entities."""
+        t0 = time.perf_counter()
+        if ir is not None and vi is not None:
+            cap_ir, cap_vi = self.captioner.caption_pair(ir, vi)
+        else:
+            cap_ir = self.captioner.caption(ir) if ir is not None else None
+            cap_vi = self.captioner.caption(vi) if vi is not None else None
+        t1 = time.perf_counter()
+        lists = [self.extractor.extract(c) for c in (cap_ir, cap_vi) if c]
+        t2 = time.perf_counter()
+        self.last_timings = {"caption": t1 - t0, "extract": t2 - t1}
+        texts = merge_entities(lists, self.max_entities)
+        ents = [Entity(t, 1.0, "caption") for t in texts]
+        ents += [Entity(w, self.vocabulary_score, "vocabulary") for w in self.vocabulary if w not in texts]
+        return EntitySet(stamp, ents[: self.max_entities], {"ir": cap_ir, "vi": cap_vi})

@@ -1,0 +1,110 @@
+"""Entity sources: detector pooling, vocabulary, caption union (with stand-in models), EntitySet age, timings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from egmt_ros.entities.extractor import RuleEntityExtractor
+from egmt_ros.entities.sources import (CaptionEntitySource, DetectorEntitySource, Entity,
+                                       VocabularyEntitySource)
+from egmt_ros.entities.timing import StageTimes
+
+
+@dataclass(frozen=True)
+class _Det:
+    class_id: int
+    class_name: str
+    score: float
+    box_xyxy: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+
+
+class _FakeDetector:
+    """Answers per image by its mean grey level; records the shapes it was given."""
+
+    def __init__(self, answers: dict[int, list[_Det]]) -> None:
+        self.answers = answers
+        self.shapes: list[tuple[int, ...]] = []
+
+    def detect_batch(self, images):  # noqa: ANN001, ANN201 - the Detector API
+        self.shapes += [im.shape for im in images]
+        return [list(self.answers.get(int(round(float(np.mean(im)) * 10)), [])) for im in images]
+
+
+def _img(level: float, colour: bool) -> np.ndarray:
+    shape = (8, 10, 3) if colour else (8, 10)
+    return np.full(shape, level, dtype=np.float32)
+
+
+def test_detector_source_pools_vi_and_ir_max_score_per_class() -> None:
+    det = _FakeDetector({
+        2: [_Det(0, "person", 0.4), _Det(2, "car", 0.9), _Det(0, "person", 0.5)],   # visible image (mean 0.2)
+        7: [_Det(0, "person", 0.8), _Det(7, "truck", 0.3)],                        # IR image (mean 0.7)
+    })
+    src = DetectorEntitySource(det, modalities=("vi", "ir"), vocabulary="street, Person", vocabulary_score=0.6)
+    es = src.extract(_img(0.7, False), _img(0.2, True), stamp=12.5)
+    assert [(e.text, e.score, e.source) for e in es.entities] == [
+        ("car", 0.9, "detector"), ("person", 0.8, "detector"), ("truck", 0.3, "detector"),
+        ("street", 0.6, "vocabulary")]  # "person" from the vocabulary was detected: not repeated
+    assert det.shapes == [(8, 10, 3), (8, 10, 3)]  # grey IR replicated to 3 channels
+    assert es.stamp == 12.5 and es.age(15.0) == pytest.approx(2.5)
+    assert es.captions == {"ir": None, "vi": None}
+    assert set(src.last_timings) == {"detect"} and src.last_timings["detect"] >= 0
+    assert set(src.last_detections) == {"vi", "ir"}
+
+
+def test_detector_source_modalities_and_cap() -> None:
+    det = _FakeDetector({5: [_Det(i, f"c{i}", 0.1 * i) for i in range(1, 10)]})
+    src = DetectorEntitySource(det, modalities=("fused",), max_entities=3)
+    es = src.extract(None, None, 1.0, fused=_img(0.5, True))
+    assert es.texts == ["c9", "c8", "c7"] and es.scores == pytest.approx([0.9, 0.8, 0.7])
+    with pytest.raises(ValueError):
+        src.extract(_img(0.5, False), _img(0.5, True), 1.0)  # no fused image given
+    with pytest.raises(ValueError):
+        DetectorEntitySource(det, modalities=("depth",))
+
+
+def test_vocabulary_source() -> None:
+    es = VocabularyEntitySource("Street, trees", score=0.7).extract(stamp=3.0)
+    assert es.entities == [Entity("street", 0.7, "vocabulary"), Entity("tree", 0.7, "vocabulary")]
+    assert Entity("tree", 0.71234567, "vocabulary").to_dict() == {"text": "tree", "source": "vocabulary",
+                                                                  "score": 0.7123}
+    with pytest.raises(ValueError):
+        VocabularyEntitySource("")
+
+
+class _FakeCaptioner:
+    def caption_pair(self, ir, vi):  # noqa: ANN001, ANN201
+        return "a man and two people walking near a car", "A Car parked on the street next to trees and a dog"
+
+    def caption(self, image):  # noqa: ANN001, ANN201
+        return "a dog"
+
+
+def test_caption_source_union_dedup_cap() -> None:
+    src = CaptionEntitySource(_FakeCaptioner(), RuleEntityExtractor(), vocabulary="sky")
+    es = src.extract(_img(0.1, False), _img(0.1, True), stamp=4.0)
+    assert es.texts == ["man", "person", "car", "street", "tree", "dog", "sky"]
+    assert [e.source for e in es.entities] == ["caption"] * 6 + ["vocabulary"]
+    assert es.captions["ir"].startswith("a man") and es.captions["vi"].startswith("A Car")
+    assert set(src.last_timings) == {"caption", "extract"}
+    only_vi = src.extract(None, _img(0.1, True), stamp=5.0)
+    assert only_vi.captions == {"ir": None, "vi": "a dog"} and only_vi.texts == ["dog", "sky"]
+    capped = CaptionEntitySource(_FakeCaptioner(), RuleEntityExtractor(), max_entities=2)
+    assert capped.extract(_img(0.1, False), _img(0.1, True), 0.0).texts == ["man", "person"]
+
+
+def test_stage_times_table() -> None:
+    t = StageTimes()
+    for v in (0.010, 0.020, 0.030, 0.040, 0.100):
+        t.add("detect", v)
+    with t.time("encode"):
+        pass
+    s = t.summary()
+    assert s["detect"]["n"] == 5 and s["detect"]["median_ms"] == pytest.approx(30.0)
+    assert s["detect"]["p90_ms"] == pytest.approx(76.0)
+    table = t.table().splitlines()
+    assert table[0].split() == ["stage", "n", "median_ms", "p90_ms"]
+    assert table[1].split()[:2] == ["detect", "5"] and table[2].split()[0] == "encode"
