@@ -11,6 +11,9 @@ def test_effect_directions_on_roadscene(data_root, tmp_path) -> None:
     assert table["ir"]["SD"] > plain["SD"] and table["ir"]["EN"] > plain["EN"] - 0.01
     assert table["vi"]["SD"] < plain["SD"]
     assert table["brighten"]["mean"] > plain["mean"] and table["darken"]["mean"] < plain["mean"]
+    # illumination reduce brings over-exposed fusions closer to the visible image
+    assert table["darken (over-exposed)"]["n"] >= 2
+    assert table["darken (over-exposed)"]["SSIM_vi"] > table["plain (over-exposed)"]["SSIM_vi"]
     assert table["noisy"]["SSIM"] < plain["SSIM"]
     assert table["denoised"]["SSIM"] > table["noisy"]["SSIM"] and table["denoised"]["Qabf"] > table["noisy"]["Qabf"]
     assert main(["--data", str(data_root / "roadscene"), "--limit", "2", "--out", str(tmp_path)]) == 0

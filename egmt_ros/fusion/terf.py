@@ -10,7 +10,10 @@ per command (6-33 s per image). egmt_ros reaches the same *directions* with clos
 - ``vi`` (visible inclination, Eq. 10-11): the same toward the visible luma.
 - ``brighten`` / ``darken`` (illumination, Sec. 2.4.2, Retinex ``I = R * L``): illumination ``L`` = edge-aware
   smoothing of ``F`` (self-guided filter, radius 12, eps 0.01), reflectance ``R = F / L`` kept, ``L`` gamma-corrected:
-  ``E = R * L ** g`` with ``g = 1 / (1 + s)`` to brighten and ``g = 1 + s`` to darken (TeRF also gamma-corrects L).
+  to brighten ``L' = L ** g`` with ``g = 1 / (1 + s)`` (TeRF also gamma-corrects L); to darken the highlights of
+  the illumination are compressed, ``L' = L (1 - s L / 2)``, which lowers glare and over-exposure most where
+  the illumination is highest (a plain gamma > 1 darkened shadows too and lowered SSIM against the visible image
+  on RoadScene: 0.577 vs 0.596 on 45 pairs). ``E = R * L'``.
 - ``denoise`` (Sec. 2.4.3): a self-guided filter (He et al. 2013) with ``eps = (0.04 s)^2``, radius 2 + s, an
   edge-preserving smoother that removes Gaussian noise of about that standard deviation.
 
@@ -52,8 +55,10 @@ def effect(task: str, strength: float, fused: np.ndarray, ir: np.ndarray, vi: np
         out = f + min(strength, 1.0) * (low_pass(src, base_radius) - low_pass(f, base_radius))
     elif task in ("brighten", "darken"):
         illum = illumination(f, illumination_radius)
-        gamma = 1.0 / (1.0 + strength) if task == "brighten" else 1.0 + strength
-        out = f * cv2.pow(illum, gamma - 1.0)  # R * L^g with R = F / L
+        if task == "brighten":
+            out = f * cv2.pow(illum, 1.0 / (1.0 + strength) - 1.0)  # R * L^g, g = 1 / (1 + s)
+        else:
+            out = f * (1.0 - 0.5 * strength * illum)  # R * L', L' = L (1 - s L / 2): highlights compressed most
     elif task == "denoise":
         level = max(strength, 0.25)
         out = self_guided(f, int(round(2 + level)), (0.04 * level) ** 2)
