@@ -142,7 +142,8 @@ class Detector:
         names = self.model.names
         self.class_names: list[str] = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
         self.device, self.conf, self.iou, self.imgsz, self.max_det = device, conf, iou, imgsz, max_det
-        self.class_ids: list[int] | None = None if classes is None else [self.class_id(c) for c in classes]
+        self.class_ids: list[int] | None = None
+        self.set_classes(classes)
 
     def class_id(self, name: str) -> int:
         """Id of a class name (case-insensitive); ValueError listing the known names otherwise."""
@@ -150,6 +151,10 @@ class Detector:
         if name.lower() not in lowered:
             raise ValueError(f"class {name!r} is not one of the detector's classes: {', '.join(self.class_names)}")
         return lowered.index(name.lower())
+
+    def set_classes(self, classes: list[str] | None) -> None:
+        """Keep only these class names from now on (None: all); ValueError for an unknown name."""
+        self.class_ids = None if classes is None else [self.class_id(c) for c in classes]
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Detections in one image, boxes in its pixel coordinates."""

@@ -79,7 +79,10 @@ class DetectionNode(Node):
             if p.name in ("conf", "iou"):
                 setattr(self.detector, p.name, float(p.value))
             elif p.name == "classes":
-                self.detector.set_classes(_split(p.value))
+                try:
+                    self.detector.set_classes(_split(p.value))
+                except ValueError as exc:
+                    return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
 
     def _on_image(self, msg: Image) -> None:
@@ -171,10 +174,11 @@ class DetectionNode(Node):
                                                                   values)]))
 
     def destroy_node(self) -> None:
-        self._running = False
-        with self._cv:
-            self._cv.notify_all()
-        self.worker.join(timeout=2.0)
+        if hasattr(self, "worker"):  # absent when the constructor failed
+            self._running = False
+            with self._cv:
+                self._cv.notify_all()
+            self.worker.join(timeout=2.0)
         super().destroy_node()
 
 

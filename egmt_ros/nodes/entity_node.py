@@ -193,10 +193,11 @@ class EntityNode(Node):
                                                                   values)]))
 
     def destroy_node(self) -> None:
-        self._running = False
-        with self._cv:
-            self._cv.notify_all()
-        self.worker.join(timeout=2.0)
+        if hasattr(self, "worker"):  # absent when the constructor failed
+            self._running = False
+            with self._cv:
+                self._cv.notify_all()
+            self.worker.join(timeout=2.0)
         super().destroy_node()
 
 

@@ -351,9 +351,10 @@ class FusionNode(Node):
                                                                   values)]))
 
     def destroy_node(self) -> None:
-        self._running = False
-        self.pairer.wake()
-        self.worker.join(timeout=2.0)
+        if hasattr(self, "worker"):  # absent when the constructor failed
+            self._running = False
+            self.pairer.wake()
+            self.worker.join(timeout=2.0)
         super().destroy_node()
 
 
