@@ -34,7 +34,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -169,8 +169,11 @@ def evaluate(input_bag: str | Path, output_bag: str | Path, out_dir: str | Path,
              detections_topic: str = "/egmt/detections", thermal_topic: str = "/thermal/image_raw",
              rgb_topic: str = "/rgb/image_raw", metrics: Sequence[str] | str = FAST_METRICS, metric_every: int = 1,
              sheet_frames: int = 4, slop_ms: float | None = None, screenshot: bool = False,
-             progress: bool = True) -> dict[str, Any]:
-    """Evaluate the run (see the module docstring); writes the report files and returns the summary dict."""
+             progress: bool = True, extra: Callable[[list[Frame]], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Evaluate the run (see the module docstring); writes the report files and returns the summary dict.
+
+    ``extra(fused_frames)`` may add entries to the summary (and so to summary.md and report.html), e.g. the demo's
+    visible-only detector counts on the same frames."""
     from egmt_ros.metrics.fusion import METRICS, PAPER_METRICS, compute_all
 
     names = {"fast": list(FAST_METRICS), "paper": list(PAPER_METRICS), "all": list(METRICS)}.get(
@@ -320,6 +323,8 @@ def evaluate(input_bag: str | Path, output_bag: str | Path, out_dir: str | Path,
 
     summary = _summary(frames, fused_frames, names, latency_ok, det_count, unmatched_outputs, notes, errors,
                        input_bag, output_bag)
+    if extra is not None:
+        summary.update(extra(fused_frames))
     _write_outputs(out, frames, summary, names, sheet, picks, screenshot)
     return summary
 

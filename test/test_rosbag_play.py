@@ -16,6 +16,7 @@ from rosgraph_msgs.msg import Clock
 
 from rosbag_tools.make_bag import make_bag
 from rosbag_tools.play import play_bag
+import ros_harness
 from ros_harness import RosDomain, describe_processes, wait_for_messages
 
 START = 1_700_000_000.0
@@ -156,6 +157,7 @@ def test_record_detections_from_vision_msgs(ros_domain: RosDomain, spawn, ros_no
     helper = Path(__file__).resolve().parent / "helpers" / "publish_detections.py"
     spawn([sys.executable, str(helper), "--topic", "/egmt/detections", "--rate", "20", "--duration", "60"],
           name="detections")
+    ros_harness.wait_for_publishers(ros_node, "/egmt/detections", timeout=60.0)  # before the 4 s recording starts
     rec = tmp_path / "rec"
     recorder = spawn([sys.executable, "-m", "rosbag_tools.record", "--topics", "/egmt/detections", "--out", str(rec),
                       "--duration", "4", "--no-progress"], name="record")
