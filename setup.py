@@ -24,7 +24,7 @@ setup(
     maintainer_email="maintainers@egmt-ros.dev",
     description="EGMT infrared/visible fusion, entities, detection and text control for ROS 2",
     license="AGPL-3.0-only",
-    tests_require=["pytest"],
+    extras_require={"test": ["pytest"]},
     entry_points={
         "console_scripts": [
             "fusion_node = egmt_ros.nodes.fusion_node:main",

@@ -63,6 +63,115 @@ def test_640x512_bgr8_and_mono16_arrive_byte_exact(ros_domain: RosDomain, spawn,
     assert elapsed < 45.0
 
 
+# A separate process: once the test's subscription is matched, publish N 640x512 bgr8 frames (frame_id = sequence
+# number) at RATE Hz with the sensor-data QoS (best effort), then stay a moment so the last frames can be read.
+# It waits with rclpy.ok() so that the SIGTERM of the teardown ends it cleanly: a process that sleeps through it is
+# SIGKILLed and leaves its 32 MiB shared-memory segment behind in /dev/shm.
+_BGR_STREAM = r"""
+import sys, time
+import numpy as np
+import rclpy
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+n, rate, topic = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+rclpy.init()
+node = rclpy.create_node("egmt_test_bgr_stream")
+pub = node.create_publisher(Image, topic, qos_profile_sensor_data)
+deadline = time.monotonic() + 30.0
+while pub.get_subscription_count() < 1 and rclpy.ok():
+    if time.monotonic() > deadline:
+        print("no subscriber matched", flush=True)
+        sys.exit(3)
+    time.sleep(0.01)
+time.sleep(0.5)  # the subscriber matches this writer at about the same time; give it a moment
+data = np.random.default_rng(7).integers(0, 256, 640 * 512 * 3, dtype=np.uint8).tobytes()
+msg = Image(height=512, width=640, encoding="bgr8", step=640 * 3, data=data)
+t = time.monotonic()
+for i in range(n):
+    if not rclpy.ok():
+        break
+    msg.header.frame_id = str(i)
+    msg.header.stamp = node.get_clock().now().to_msg()
+    pub.publish(msg)
+    t += 1.0 / rate
+    time.sleep(max(0.0, t - time.monotonic()))
+print(f"sent {n} frames", flush=True)
+end = time.monotonic() + 3.0
+while rclpy.ok() and time.monotonic() < end:
+    time.sleep(0.05)
+node.destroy_node()
+rclpy.try_shutdown()
+"""
+
+
+def test_best_effort_640x512_bgr8_stream_arrives_in_another_process(
+        ros_domain: RosDomain, process_tracker: ProcessTracker, spawn, ros_node) -> None:
+    """The camera-driver case: 20 Hz best-effort bgr8 frames (983 KB) from another process. With Fast DDS's default
+    512 KiB shared-memory segment (or FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA, which rmw_fastrtps ignores under
+    ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) only a few of 60 frames arrive; config/fastdds_large_images.xml makes
+    them arrive. Frames are counted by the sequence number in frame_id."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import qos_profile_sensor_data
+
+    n, rate, topic = 60, 20.0, "/egmt_test/bgr8_stream"
+    seen: set[int] = set()
+    sizes: set[int] = set()
+
+    def on_msg(msg: Image) -> None:
+        seen.add(int(msg.header.frame_id))
+        sizes.add(len(msg.data))
+
+    sub = ros_node.create_subscription(Image, topic, on_msg, qos_profile_sensor_data)
+    executor = SingleThreadedExecutor(context=ros_node.context)
+    executor.add_node(ros_node)
+    try:
+        publisher = spawn([sys.executable, "-c", _BGR_STREAM, str(n), str(rate), topic], name="bgr_stream")
+        t0 = time.monotonic()
+        deadline, sent_at = t0 + 30.0, None
+        while time.monotonic() < deadline and len(seen) < n:
+            executor.spin_once(timeout_sec=0.05)
+            if sent_at is None and "sent" in process_tracker.output(publisher):
+                sent_at = time.monotonic()
+            if sent_at is not None and time.monotonic() - sent_at > 1.5:
+                break  # the publisher is done and the last frames had time to arrive
+            if publisher.poll() not in (None, 0):
+                break
+    finally:
+        executor.remove_node(ros_node)
+        executor.shutdown()
+        ros_node.destroy_subscription(sub)
+    assert sent_at is not None or len(seen) == n, (
+        f"the publisher did not finish within 30 s\n{ros_harness.describe_processes()}")
+    assert sizes <= {640 * 512 * 3}
+    assert len(seen) >= 0.9 * n, (
+        f"only {len(seen)}/{n} best-effort 640x512 bgr8 frames arrived in another process "
+        f"(FASTDDS_DEFAULT_PROFILES_FILE={os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE')}, "
+        f"FASTDDS_BUILTIN_TRANSPORTS={os.environ.get('FASTDDS_BUILTIN_TRANSPORTS')}); missing "
+        f"{sorted(set(range(n)) - seen)[:20]}...\n{ros_harness.describe_processes()}")
+
+
+def test_fastdds_profile_has_large_shm_segment_and_udp() -> None:
+    """The shipped profile is the default participant profile, with a large shared-memory segment and UDPv4 (for
+    discovery and other hosts) and no built-in transports; every transport it names is defined."""
+    import xml.etree.ElementTree as ET
+
+    ns = {"f": "http://www.eprosima.com"}
+    root = ET.parse(ros_harness.FASTDDS_PROFILE).getroot()
+    assert root.tag == "{http://www.eprosima.com}dds"
+    descriptors = {d.findtext("f:transport_id", namespaces=ns): d
+                   for d in root.iterfind("f:profiles/f:transport_descriptors/f:transport_descriptor", ns)}
+    participants = [p for p in root.iterfind("f:profiles/f:participant", ns)
+                    if p.get("is_default_profile") == "true"]
+    assert len(participants) == 1
+    rtps = participants[0].find("f:rtps", ns)
+    assert rtps.findtext("f:useBuiltinTransports", namespaces=ns) == "false"
+    used = [t.text for t in rtps.iterfind("f:userTransports/f:transport_id", ns)]
+    assert set(used) <= set(descriptors)
+    types = {descriptors[t].findtext("f:type", namespaces=ns): descriptors[t] for t in used}
+    assert set(types) == {"SHM", "UDPv4"}
+    assert int(types["SHM"].findtext("f:segment_size", namespaces=ns)) >= 8 * 1024 * 1024  # >= 2 LLVIP bgr8 frames
+
+
 def test_domains_are_isolated(ros_domain: RosDomain, process_tracker: ProcessTracker, spawn, ros_node) -> None:
     """A publisher on another leased domain is heard there and not on the test's own domain."""
     with allocate_domain_id() as other:
@@ -89,7 +198,10 @@ def test_ros_domain_sets_and_restores_environment() -> None:
         assert ros_harness.DOMAIN_MIN <= dom.domain_id <= ros_harness.DOMAIN_MAX
         assert os.environ["ROS_DOMAIN_ID"] == str(dom.domain_id) == dom.env["ROS_DOMAIN_ID"]
         assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
-        assert os.environ["FASTDDS_BUILTIN_TRANSPORTS"] == "LARGE_DATA"
+        assert os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] == str(ros_harness.FASTDDS_PROFILE)
+        assert ros_harness.FASTDDS_PROFILE.is_file()
+        assert "FASTDDS_BUILTIN_TRANSPORTS" not in dom.env  # ignored while the profile is in use
+        assert "FASTRTPS_DEFAULT_PROFILES_FILE" not in dom.env
         assert sys.prefix in os.environ["AMENT_PREFIX_PATH"].split(os.pathsep)
         assert "ROS_LOCALHOST_ONLY" not in dom.env
     assert {k: os.environ.get(k) for k in ros_harness.ROS_ENV_KEYS} == before
@@ -173,7 +285,7 @@ def test_spawned_process_dies_when_the_test_process_is_killed(tmp_path: Path) ->
         outer.kill()
         outer.wait()
         outer.stdout.close()
-    assert _wait_dead([child]), "the child outlived its killed parent"
+    assert _wait_dead([child], timeout=30.0), "the child outlived its killed parent"
 
 
 def test_fixture_cleans_up_when_the_test_fails(tmp_path: Path) -> None:
