@@ -10,10 +10,15 @@ STAMP := $(VENV)/.egmt_installed
 SAMPLE ?=
 EGMT_DATA ?= $(abspath $(CURDIR)/../shared/data)
 export EGMT_DATA
-# ROS 2 environment for the pip wheels (an apt install sources /opt/ros/<distro>/setup.bash instead)
+# ROS 2 environment for the pip wheels (an apt install sources /opt/ros/<distro>/setup.bash instead).
+# Fast DDS: config/fastdds_large_images.xml (32 MiB shared-memory segment + UDPv4, so best-effort 640x512 bgr8 images
+# arrive) unless FASTDDS_DEFAULT_PROFILES_FILE, FASTRTPS_DEFAULT_PROFILES_FILE or FASTDDS_BUILTIN_TRANSPORTS is set
+# (the same rule as launch/fusion.launch.py; see README "Troubleshooting").
+FASTDDS_PROFILE := $(CURDIR)/config/fastdds_large_images.xml
 ROS_ENV := export VIRTUAL_ENV=$(VENV); export PATH=$(VENV)/bin:$$PATH; \
 	export AMENT_PREFIX_PATH=$(VENV)$${AMENT_PREFIX_PATH:+:$$AMENT_PREFIX_PATH}; \
-	export FASTDDS_BUILTIN_TRANSPORTS=$${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}; \
+	if [ -z "$${FASTDDS_DEFAULT_PROFILES_FILE+1}$${FASTRTPS_DEFAULT_PROFILES_FILE+1}$${FASTDDS_BUILTIN_TRANSPORTS+1}" ]; then \
+		export FASTDDS_DEFAULT_PROFILES_FILE=$(FASTDDS_PROFILE); fi; \
 	export ROS_AUTOMATIC_DISCOVERY_RANGE=$${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}; \
 	export YOLO_OFFLINE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1; \
 	if [ -f install_interfaces/setup.bash ]; then source install_interfaces/setup.bash; fi

@@ -1,19 +1,44 @@
 """ros2 launch egmt_ros fusion.launch.py [thermal_topic:=...] [rgb_topic:=...] [method:=egmt_rt] [model:=PATH]
     [device:=cpu|cuda] [detector_weights:=PATH] [params_file:=PATH] [use_sim_time:=false] [bag:=PATH] [rviz:=false]
+    [sigterm_timeout:=15]
 
 Starts fusion_node, entity_node and detection_node with config/egmt.yaml. ``bag:=PATH`` plays a rosbag2 alongside
-(``ros2 bag play --clock``; set ``use_sim_time:=true`` with it). Sets FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA unless the
-user already set it: with Fast DDS's default transports, large images rarely reach another process.
+(``ros2 bag play --clock``; set ``use_sim_time:=true`` with it).
+
+Fast DDS: sets FASTDDS_DEFAULT_PROFILES_FILE to the installed share/egmt_ros/config/fastdds_large_images.xml (32 MiB
+shared-memory segment + UDPv4) for every process it starts, bag player included. With Fast DDS's default 512 KiB
+segment, best-effort 640x512 bgr8 images mostly never reach another process. It leaves Fast DDS alone when the user
+chose the transports: FASTDDS_DEFAULT_PROFILES_FILE (or the deprecated FASTRTPS_DEFAULT_PROFILES_FILE) or
+FASTDDS_BUILTIN_TRANSPORTS already set (Fast DDS ignores FASTDDS_BUILTIN_TRANSPORTS while the profile is in use, and
+rmw_fastrtps ignores it under ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, so it is no substitute for the profile).
+Camera drivers started elsewhere need the same variable: the publisher's segment is the one that matters.
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, LogInfo, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node
+
+
+PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS")
+
+
+def fastdds_environment(share: str, environ=os.environ) -> list:
+    """Actions that give the launched processes the large-image Fast DDS profile, unless the user set one of
+    PROFILE_VARIABLES (then only a note saying so)."""
+    user_set = [f"{k}={environ[k]}" for k in PROFILE_VARIABLES if k in environ]
+    if user_set:
+        return [LogInfo(msg=f"egmt_ros: Fast DDS configured by the user ({', '.join(user_set)}); not applying "
+                            "config/fastdds_large_images.xml (best-effort large images need its large "
+                            "shared-memory segment in the publishing processes)")]
+    profile = os.path.join(share, "config", "fastdds_large_images.xml")
+    if not os.path.isfile(profile):
+        return [LogInfo(msg=f"egmt_ros: {profile} is not installed; best-effort large images may not arrive")]
+    return [SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", profile)]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -32,10 +57,12 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("use_sim_time", default_value="false"),
         DeclareLaunchArgument("bag", default_value="", description="rosbag2 to play alongside (ros2 bag play)"),
         DeclareLaunchArgument("rviz", default_value="false"),
+        # launch's own setting (default 5 s), raised: after SIGINT, detection_node needs 4-6 s on a loaded 2-core CPU
+        # to unload torch/ultralytics/OpenVINO, and launch would escalate to SIGTERM, then SIGKILL.
+        DeclareLaunchArgument("sigterm_timeout", default_value="15",
+                              description="s a process may take to exit after SIGINT before launch sends SIGTERM"),
     ]
-    env = []
-    if "FASTDDS_BUILTIN_TRANSPORTS" not in os.environ:
-        env.append(SetEnvironmentVariable("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA"))
+    env = fastdds_environment(share)
     common = [arg("params_file"), {"use_sim_time": PythonExpression(["'", arg("use_sim_time"), "' == 'true'"])}]
     nodes = [
         Node(package="egmt_ros", executable="fusion_node", name="fusion_node", output="screen",

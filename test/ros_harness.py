@@ -2,7 +2,8 @@
 
 Each test gets its own ROS domain id, leased with a file lock so that parallel pytest processes on this machine
 (xdist workers, two ``colcon test`` runs, other developers' runs) never share one; discovery stays on this host
-(``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``) and Fast DDS uses its large-data transports so 640x512 images arrive.
+(``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``) and Fast DDS uses the package's profile
+``config/fastdds_large_images.xml`` (32 MiB shared-memory segment + UDPv4) so best-effort 640x512 bgr8 images arrive.
 Processes started with :func:`spawn` run in their own process group and are killed (group and all) at teardown,
 also when the test fails. The test process talks ROS through a fresh rclpy context per test.
 
@@ -50,8 +51,11 @@ LOCK_DIR: Path = Path(tempfile.gettempdir()) / f"egmt_ros_domain_locks_{os.getui
 #: Variables :func:`ros_env` sets; ``ros_domain`` restores exactly these in ``os.environ``.
 ROS_ENV_KEYS: tuple[str, ...] = (
     "ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS", "ROS_LOCALHOST_ONLY",
-    "FASTDDS_BUILTIN_TRANSPORTS", "AMENT_PREFIX_PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "PYTHONUNBUFFERED",
+    "FASTDDS_BUILTIN_TRANSPORTS", "FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE",
+    "AMENT_PREFIX_PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "PYTHONUNBUFFERED",
 )
+#: Fast DDS profile of every ROS process of the tests (the one the launch file and the Makefile use).
+FASTDDS_PROFILE: Path = REPO_ROOT / "config" / "fastdds_large_images.xml"
 
 _counter = itertools.count()
 
@@ -128,7 +132,8 @@ def _package_parent() -> Path:
 
 def ros_env(domain_id: int, base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for a ROS process on ``domain_id``: a copy of ``base`` (default ``os.environ``) with
-    the domain id, localhost-only discovery, Fast DDS large-data transports, the venv (and install_interfaces when
+    the domain id, localhost-only discovery, the Fast DDS profile :data:`FASTDDS_PROFILE` (and no other profile or
+    FASTDDS_BUILTIN_TRANSPORTS, which the profile would ignore anyway), the venv (and install_interfaces when
     built) on AMENT_PREFIX_PATH, egmt_ros and the test interfaces on PYTHONPATH, their libraries on
     LD_LIBRARY_PATH, and unbuffered Python output (so logs are complete when a process is killed).
     """
@@ -139,7 +144,9 @@ def ros_env(domain_id: int, base: dict[str, str] | None = None) -> dict[str, str
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env.pop("ROS_STATIC_PEERS", None)
     env.pop("ROS_LOCALHOST_ONLY", None)  # deprecated; conflicts with the discovery range
-    env["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
+    env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
+    env.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)  # deprecated name; rmw_fastrtps would load it as well
+    env.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
     env["PYTHONUNBUFFERED"] = "1"
     ament = [sys.prefix]
     pypath: list[str | Path] = [_package_parent()]

@@ -18,7 +18,7 @@ def test_launch_declares_arguments_and_starts_three_nodes() -> None:
     assert {"thermal_topic", "rgb_topic", "method", "model", "device", "use_sim_time", "bag", "params_file"} <= declared
     executables = {kw.value.value for c in calls if c.func.id == "Node" for kw in c.keywords if kw.arg == "executable"}
     assert {"fusion_node", "entity_node", "detection_node"} <= executables
-    assert "FASTDDS_BUILTIN_TRANSPORTS" in (ROOT / "launch" / "fusion.launch.py").read_text()
+    assert "FASTDDS_DEFAULT_PROFILES_FILE" in (ROOT / "launch" / "fusion.launch.py").read_text()
 
 
 def test_setup_installs_the_console_scripts_the_launch_file_starts() -> None:

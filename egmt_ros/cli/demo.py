@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from egmt_ros.paths import data_root
+from egmt_ros.paths import REPO_ROOT, data_root
 
 DEFAULT_VIDEO = "0117_1620"
 #: Recorded together with the camera topics: latency needs the inputs' receive times on the same clock.
@@ -67,11 +67,17 @@ def resolve_sample(sample: str | None) -> dict:
 
 
 def ros_env(domain_id: int) -> dict[str, str]:
-    """The environment of the demo's processes: one private ROS domain on this host, large-image transport."""
+    """The environment of the demo's processes: one private ROS domain on this host, and the Fast DDS profile
+    with a shared-memory segment large enough for camera images (config/fastdds_large_images.xml) unless the
+    user configured Fast DDS already."""
     env = dict(os.environ)
     env.update(ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1",
                YOLO_OFFLINE="1", HF_HUB_OFFLINE="1")
-    env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    profile = REPO_ROOT / "config" / "fastdds_large_images.xml" if REPO_ROOT is not None else None
+    if profile is not None and profile.is_file() and not any(
+            k in env for k in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE",
+                               "FASTDDS_BUILTIN_TRANSPORTS")):
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
     return env
 
 
