@@ -1,0 +1,151 @@
+"""EGMT as a :class:`egmt_ros.fusion.methods.FusionMethod`, and the registered methods ``egmt_rt`` and ``egmt``.
+
+- ``get_method("egmt_rt")`` loads the shipped ``models/egmt_rt.pt`` (``egmt_ros.paths.models_dir()``); a missing
+  file raises FileNotFoundError naming the path.
+- ``get_method("egmt", model=PATH)`` loads any checkpoint.
+
+Both accept ``device`` ("cpu" | "cuda"), ``dtype`` (torch dtype or its name) and ``text_encoder`` (an object with
+``id``, ``dim``, ``encode``; built lazily from the card's encoder id on the first non-empty
+:meth:`EGMTFuser.set_entities`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from egmt_ros.fusion.color import merge_luma, split_luma
+from egmt_ros.fusion.methods import register
+from egmt_ros.model.checkpoint import load_checkpoint
+from egmt_ros.model.network import EGMT
+from egmt_ros.model.text import TextEncoder, get_encoder
+from egmt_ros.paths import models_dir
+
+RT_CHECKPOINT = "egmt_rt.pt"
+
+
+def _dtype(d: torch.dtype | str | None) -> torch.dtype:
+    if d is None:
+        return torch.float32
+    if isinstance(d, torch.dtype):
+        return d
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if d not in names:
+        raise ValueError(f"unknown dtype {d!r}; use one of {sorted(names)}")
+    return names[d]
+
+
+class EGMTFuser:
+    """An EGMT model + its text encoder behind the FusionMethod interface (numpy in / out, [0, 1], no stretching)."""
+
+    def __init__(self, model: EGMT, card: dict[str, Any] | None = None, text_encoder: TextEncoder | None = None,
+                 device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None,
+                 name: str = "egmt") -> None:
+        self.name = name
+        self.card = dict(card or {})
+        self.device = torch.device(device)
+        self.dtype = _dtype(dtype)
+        self.model = model.to(self.device, self.dtype).eval()
+        cfg = model.config
+        if text_encoder is not None and (text_encoder.dim != cfg.text_dim or text_encoder.id != cfg.text_encoder):
+            raise ValueError(f"model expects text encoder {cfg.text_encoder!r} ({cfg.text_dim}-d), "
+                             f"got {text_encoder.id!r} ({text_encoder.dim}-d)")
+        self._encoder = text_encoder
+        self.entities: list[str] = []
+        self._ent: torch.Tensor | None = None
+        self._flops: dict[tuple[int, int], float] = {}
+        self.checkpoint: Path | None = None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
+                        dtype: torch.dtype | str | None = None, text_encoder: TextEncoder | None = None,
+                        name: str = "egmt") -> "EGMTFuser":
+        """Load ``path`` (FileNotFoundError naming it if missing; ValueError for a mismatched text encoder)."""
+        model, card = load_checkpoint(path, "cpu",
+                                      expect_text_encoder=text_encoder.id if text_encoder is not None else None,
+                                      expect_text_dim=text_encoder.dim if text_encoder is not None else None)
+        fuser = cls(model, card, text_encoder, device, dtype, name)
+        fuser.checkpoint = Path(path)
+        return fuser
+
+    # --- entities ---
+    @property
+    def text_encoder(self) -> TextEncoder:
+        """The model's text encoder (built from the config's encoder id on first use)."""
+        if self._encoder is None:
+            cfg = self.model.config
+            self._encoder = get_encoder(cfg.text_encoder, cfg.text_dim)
+        return self._encoder
+
+    def set_entities(self, labels: list[str]) -> None:
+        """Use these entity words for the following frames (encoded once per label, then cached); [] clears."""
+        labels = [str(x) for x in labels][: self.model.config.max_entities]
+        self.entities = labels
+        if not labels or not self.model.config.uses_text:
+            self._ent = None
+            return
+        self.set_entity_features(self.text_encoder.encode(labels))
+        self.entities = labels
+
+    def set_entity_features(self, feats: np.ndarray | None) -> None:
+        """Use precomputed entity features ``[N, text_dim]`` (from the same encoder the model was trained with)."""
+        if feats is None or len(feats) == 0:
+            self._ent = None
+            return
+        feats = np.asarray(feats, dtype=np.float32)
+        if feats.ndim != 2 or feats.shape[1] != self.model.config.text_dim:
+            raise ValueError(f"entity features must be [N, {self.model.config.text_dim}], got {feats.shape}")
+        self._ent = torch.from_numpy(feats[None]).to(self.device, self.dtype)
+
+    # --- FusionMethod ---
+    @torch.inference_mode()
+    def fuse(self, ir: np.ndarray, vi_y: np.ndarray) -> np.ndarray:
+        """IR grey + visible luma (float32 H x W in [0, 1]) -> fused luma (float32 H x W in [0, 1])."""
+        if ir.shape != vi_y.shape or ir.ndim != 2:
+            raise ValueError(f"{self.name}: IR {ir.shape} and visible luma {vi_y.shape} must be equal H x W")
+        t_ir = torch.from_numpy(np.ascontiguousarray(ir, dtype=np.float32))[None, None].to(self.device, self.dtype)
+        t_vi = torch.from_numpy(np.ascontiguousarray(vi_y, dtype=np.float32))[None, None].to(self.device,
+                                                                                               self.dtype)
+        out = self.model.fuse(t_ir, t_vi, self._ent)
+        return np.clip(out[0, 0].float().cpu().numpy(), 0.0, 1.0).astype(np.float32)
+
+    def fuse_color(self, ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
+        """IR grey + visible grey or RGB -> fused grey or RGB (the visible chroma is kept)."""
+        y, cbcr = split_luma(vi)
+        return merge_luma(self.fuse(ir, y), cbcr)
+
+    def num_params(self) -> int | None:
+        return self.model.num_params()
+
+    def flops(self, height: int, width: int) -> float | None:
+        """FLOPs of the fusion path for one frame (torch FlopCounterMode: convs, matmuls, attention; 2 per MAC)."""
+        key = (int(height), int(width))
+        if key not in self._flops:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            ir = torch.zeros(1, 1, *key, device=self.device, dtype=self.dtype)
+            counter = FlopCounterMode(display=False)
+            with torch.inference_mode(), counter:
+                self.model.fuse(ir, ir, self._ent)
+            self._flops[key] = float(counter.get_total_flops())
+        return self._flops[key]
+
+
+def _egmt_rt(**kwargs: Any) -> EGMTFuser:
+    """The shipped real-time model ``models/egmt_rt.pt``."""
+    return EGMTFuser.from_checkpoint(models_dir() / RT_CHECKPOINT, name="egmt_rt", **kwargs)
+
+
+def _egmt(model: str | Path | None = None, **kwargs: Any) -> EGMTFuser:
+    """Any EGMT checkpoint: ``get_method("egmt", model=PATH)``."""
+    if model is None:
+        raise ValueError("get_method('egmt') needs model=PATH to a checkpoint (or use 'egmt_rt')")
+    return EGMTFuser.from_checkpoint(model, name="egmt", **kwargs)
+
+
+register("egmt_rt", _egmt_rt)
+register("egmt", _egmt)
