@@ -173,8 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     procs: list[subprocess.Popen] = []
     try:
         steps.set_postfix_str("starting the graph")
-        graph = subprocess.Popen([py, "-m", "egmt_ros.nodes.bringup", "--ros-args", "-p", "qos:=reliable",
-                                  "-p", f"fusion_node:model.method:={args.method}"],
+        graph = subprocess.Popen([py, "-m", "egmt_ros.nodes.bringup", "--ros-args",
+                                  "-p", f"fusion_node:model.method:={args.method}", "-p", "use_sim_time:=true"],
                                  stdout=logs["graph"].open("w"), stderr=subprocess.STDOUT, env=env)
         procs.append(graph)
         record = subprocess.Popen([py, "-m", "rosbag_tools.record", "--topics", *OUTPUT_TOPICS, "--out",
@@ -185,8 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _wait_for_line(logs["record"], "subscribed /egmt/detections", record, 180)
         steps.update()
         steps.set_postfix_str("playing the bag")
-        play = subprocess.run([py, "-m", "rosbag_tools.play", str(input_bag), "--rate", str(args.rate),
-                               "--wait-for-subscribers", "60", "--no-progress"],
+        # best effort, like a camera driver; /clock so the nodes run on the bag's time (use_sim_time)
+        play = subprocess.run([py, "-m", "rosbag_tools.play", str(input_bag), "--rate", str(args.rate), "--qos",
+                               "sensor", "--clock", "--wait-for-subscribers", "60", "--no-progress"],
                               stdout=logs["play"].open("w"), stderr=subprocess.STDOUT, env=env)
         if play.returncode != 0:
             raise RuntimeError(f"playing {input_bag} failed; see {logs['play']}")
