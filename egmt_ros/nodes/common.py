@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, Mapping
 
 import rclpy
@@ -88,3 +89,80 @@ def run_node(*factories: Callable[[], Node], args: list[str] | None = None) -> N
             n.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+
+
+class LatestSlot:
+    """A one-item, newest-wins hand-over from callbacks to a worker thread (bounded memory by design)."""
+
+    def __init__(self) -> None:
+        self._item: Any = None
+        self._cv = threading.Condition()
+        self.replaced = 0  # items overwritten before the worker took them
+
+    def put(self, item: Any) -> None:
+        with self._cv:
+            if self._item is not None:
+                self.replaced += 1
+            self._item = item
+            self._cv.notify()
+
+    def take(self, timeout: float = 0.1) -> Any:
+        """The newest item (waits up to ``timeout`` s), or None."""
+        with self._cv:
+            if self._item is None:
+                self._cv.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+    def wake(self) -> None:
+        with self._cv:
+            self._cv.notify_all()
+
+
+class EgmtNode(Node):
+    """What every egmt_ros node shares: declared defaults, a /diagnostics timer publishing :meth:`status`,
+    and one worker thread that runs :meth:`work_once` until the node is destroyed."""
+
+    #: Suffix of the DiagnosticStatus name ("<node>: <label>").
+    diag_label = "status"
+
+    def __init__(self, name: str, defaults: Mapping[str, Any], **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        declare_defaults(self, defaults)
+        self._running = False
+        self.worker: threading.Thread | None = None
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+    def start(self) -> None:
+        """Start the diagnostics timer and the worker (call at the end of the subclass constructor)."""
+        self.create_timer(param(self, "diagnostics_period"), self.publish_diagnostics)
+        self._running = True
+        self.worker = threading.Thread(target=self._loop, name=f"egmt_{self.get_name()}_worker", daemon=True)
+        self.worker.start()
+
+    def _loop(self) -> None:
+        while self._running:
+            self.work_once()
+
+    def work_once(self) -> None:
+        """One step of the worker (wait for work with a short timeout, do it)."""
+        raise NotImplementedError
+
+    def wake_worker(self) -> None:
+        """Unblock :meth:`work_once` (at shutdown)."""
+
+    def status(self) -> tuple[bytes, str, dict[str, Any]]:
+        """(level, message, values) of the node's health."""
+        raise NotImplementedError
+
+    def publish_diagnostics(self) -> None:
+        level, message, values = self.status()
+        self.diag_pub.publish(diagnostic_array(self, [make_status(f"{self.get_name()}: {self.diag_label}", level,
+                                                                  message, values)]))
+
+    def destroy_node(self) -> None:
+        if self.worker is not None:
+            self._running = False
+            self.wake_worker()
+            self.worker.join(timeout=2.0)
+        super().destroy_node()

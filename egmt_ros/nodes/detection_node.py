@@ -6,19 +6,15 @@ The detector and its weight search live in ``egmt_ros.detection``.
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.node import Node
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import Image
 
 from egmt_ros.fusion.stats import LatencyWindow, RateMeter
-from egmt_ros.nodes.common import (ERROR, OK, WARN, declare_defaults, diagnostic_array, make_status, param,
-                                   qos_by_name, run_node)
+from egmt_ros.nodes.common import ERROR, OK, WARN, EgmtNode, LatestSlot, param, qos_by_name, run_node
 from egmt_ros.nodes.image_conv import ImageConversionError, image_to_numpy, numpy_to_image
 
 DEFAULTS: dict[str, Any] = {
@@ -37,12 +33,13 @@ DEFAULTS: dict[str, Any] = {
 DYNAMIC = ("conf", "iou", "classes", "publish_annotated", "input_timeout")
 
 
-class DetectionNode(Node):
+class DetectionNode(EgmtNode):
     """Runs the detector on the fused stream."""
 
+    diag_label = "detection"
+
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__("detection_node", **kwargs)
-        declare_defaults(self, DEFAULTS)
+        super().__init__("detection_node", DEFAULTS, **kwargs)
         from egmt_ros.detection.detector import Detector
 
         self.detector = Detector(weights=param(self, "weights") or None, device=param(self, "device"),
@@ -57,19 +54,13 @@ class DetectionNode(Node):
         self.create_subscription(Image, "/egmt/fused", self._on_image, qos)
         self.det_pub = self.create_publisher(Detection2DArray, "/egmt/detections", 10)
         self.img_pub = self.create_publisher(Image, "/egmt/detections/image", qos)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(param(self, "diagnostics_period"), self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_params)
         self.lat = LatencyWindow()
         self.rate_in, self.rate_out = RateMeter(), RateMeter()
-        self.skipped = 0
         self.error: tuple[float, str] | None = None
         self.last_counts: dict[str, int] = {}
-        self._slot: Image | None = None
-        self._cv = threading.Condition()
-        self._running = True
-        self.worker = threading.Thread(target=self._work, name="egmt_detection_worker", daemon=True)
-        self.worker.start()
+        self.slot = LatestSlot()
+        self.start()
 
     def _on_params(self, params) -> SetParametersResult:
         for p in params:
@@ -87,28 +78,23 @@ class DetectionNode(Node):
 
     def _on_image(self, msg: Image) -> None:
         self.rate_in.tick()
-        with self._cv:
-            if self._slot is not None:
-                self.skipped += 1
-            self._slot = msg
-            self._cv.notify()
+        self.slot.put(msg)  # newest frame wins; skipped ones are counted by the slot
 
-    def _work(self) -> None:
-        while self._running:
-            with self._cv:
-                if self._slot is None:
-                    self._cv.wait(0.1)
-                msg, self._slot = self._slot, None
-            if msg is None:
-                continue
-            try:
-                self._detect(msg)
-            except (ImageConversionError, ValueError) as exc:
-                self.error = (time.monotonic(), f"bad image on {self.fused_topic}: {exc}")
-                self.get_logger().warn(self.error[1], throttle_duration_sec=2.0)
-            except Exception as exc:  # noqa: BLE001 - keep running, report on /diagnostics
-                self.error = (time.monotonic(), f"detection failed: {exc}")
-                self.get_logger().error(self.error[1], throttle_duration_sec=2.0)
+    def wake_worker(self) -> None:
+        self.slot.wake()
+
+    def work_once(self) -> None:
+        msg = self.slot.take()
+        if msg is None:
+            return
+        try:
+            self._detect(msg)
+        except (ImageConversionError, ValueError) as exc:
+            self.error = (time.monotonic(), f"bad image on {self.fused_topic}: {exc}")
+            self.get_logger().warn(self.error[1], throttle_duration_sec=2.0)
+        except Exception as exc:  # noqa: BLE001 - keep running, report on /diagnostics
+            self.error = (time.monotonic(), f"detection failed: {exc}")
+            self.get_logger().error(self.error[1], throttle_duration_sec=2.0)
 
     def _detect(self, msg: Image) -> None:
         Detection2D, Detection2DArray, ObjectHypothesisWithPose = self._types
@@ -154,7 +140,7 @@ class DetectionNode(Node):
         now = time.monotonic()
         p50, p99 = self.lat.percentiles_ms(50, 99)
         values: dict[str, Any] = {"input_rate_hz": self.rate_in.rate(now), "output_rate_hz": self.rate_out.rate(now),
-                                  "latency_ms_p50": p50, "latency_ms_p99": p99, "frames_skipped": self.skipped,
+                                  "latency_ms_p50": p50, "latency_ms_p99": p99, "frames_skipped": self.slot.replaced,
                                   "weights": self.detector.weights,
                                   "last_counts": ",".join(f"{k}={v}" for k, v in sorted(self.last_counts.items()))}
         level, msgs = OK, []
@@ -167,19 +153,6 @@ class DetectionNode(Node):
             level = max(level, ERROR)
             msgs.append(self.error[1])
         return level, "; ".join(msgs) if msgs else "detecting", values
-
-    def _publish_diagnostics(self) -> None:
-        level, message, values = self.status()
-        self.diag_pub.publish(diagnostic_array(self, [make_status(f"{self.get_name()}: detection", level, message,
-                                                                  values)]))
-
-    def destroy_node(self) -> None:
-        if hasattr(self, "worker"):  # absent when the constructor failed
-            self._running = False
-            with self._cv:
-                self._cv.notify_all()
-            self.worker.join(timeout=2.0)
-        super().destroy_node()
 
 
 def _split(text: str) -> list[str] | None:

@@ -11,21 +11,18 @@ never wait for it. Sources (``source`` parameter):
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from egmt_ros.entities.detections import DetectionsEntitySource
 from egmt_ros.entities.keyframes import KeyframePolicy
 from egmt_ros.entities.sources import EntitySet, VocabularyEntitySource
 from egmt_ros.fusion.stats import LatencyWindow
-from egmt_ros.nodes.common import (ERROR, LATCHED_QOS, OK, WARN, declare_defaults, diagnostic_array, make_status,
-                                   param, qos_by_name, run_node, sec_to_stamp, stamp_to_sec)
+from egmt_ros.nodes.common import (ERROR, LATCHED_QOS, OK, WARN, EgmtNode, LatestSlot, param, qos_by_name, run_node,
+                                   sec_to_stamp, stamp_to_sec)
 from egmt_ros.nodes.image_conv import ImageConversionError, image_to_numpy
 
 DEFAULTS: dict[str, Any] = {
@@ -49,12 +46,13 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class EntityNode(Node):
+class EntityNode(EgmtNode):
     """Keyframes -> entities -> /egmt/entities."""
 
+    diag_label = "entities"
+
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__("entity_node", **kwargs)
-        declare_defaults(self, DEFAULTS)
+        super().__init__("entity_node", DEFAULTS, **kwargs)
         self.source_name = param(self, "source")
         self.source = self._make_source()
         self.policy = KeyframePolicy(min_interval_s=param(self, "keyframe.min_interval"),
@@ -67,24 +65,19 @@ class EntityNode(Node):
 
         self._vm = vm
         self.pub = self.create_publisher(vm.Classification, "/egmt/entities", LATCHED_QOS)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(Image, "/egmt/fused", self._on_fused, qos)
         self.create_subscription(vm.Detection2DArray, "/egmt/detections", self._on_detections, 10)
         self.latest: dict[str, np.ndarray] = {}
         if self.source_name == "caption":
             self.create_subscription(Image, "/thermal/image_raw", lambda m: self._keep("ir", m), qos)
             self.create_subscription(Image, "/rgb/image_raw", lambda m: self._keep("vi", m), qos)
-        self.create_timer(param(self, "diagnostics_period"), self._publish_diagnostics)
         self.lat = LatencyWindow(50)
         self.keyframes = 0
         self.published = 0
         self.last: EntitySet | None = None
         self.error: tuple[float, str] | None = None
-        self._job: tuple[float, dict[str, np.ndarray]] | None = None
-        self._cv = threading.Condition()
-        self._running = True
-        self.worker = threading.Thread(target=self._work, name="egmt_entity_worker", daemon=True)
-        self.worker.start()
+        self.jobs = LatestSlot()  # newest keyframe wins
+        self.start()
         self.get_logger().info(f"entity source: {self.source_name}")
 
     def _make_source(self):
@@ -135,29 +128,26 @@ class EntityNode(Node):
             return
         self.keyframes += 1
         images = {"fused": img.copy()} | {k: v for k, v in self.latest.items()}
-        with self._cv:
-            self._job = (stamp, images)  # newest keyframe wins
-            self._cv.notify()
+        self.jobs.put((stamp, images))
 
     # ---------------------------------------------------------------- worker
-    def _work(self) -> None:
-        while self._running:
-            with self._cv:
-                if self._job is None:
-                    self._cv.wait(0.1)
-                job, self._job = self._job, None
-            if job is None:
-                continue
-            stamp, images = job
-            t0 = time.perf_counter()
-            try:
-                ents = self.source.extract(images.get("ir"), images.get("vi"), stamp, fused=images.get("fused"))
-            except Exception as exc:  # noqa: BLE001 - report, keep the last entities, keep running
-                self.error = (time.monotonic(), f"entity extraction failed: {exc}")
-                self.get_logger().error(self.error[1], throttle_duration_sec=5.0)
-                continue
-            self.lat.add(time.perf_counter() - t0)
-            self.publish(ents)
+    def wake_worker(self) -> None:
+        self.jobs.wake()
+
+    def work_once(self) -> None:
+        job = self.jobs.take()
+        if job is None:
+            return
+        stamp, images = job
+        t0 = time.perf_counter()
+        try:
+            ents = self.source.extract(images.get("ir"), images.get("vi"), stamp, fused=images.get("fused"))
+        except Exception as exc:  # noqa: BLE001 - report, keep the last entities, keep running
+            self.error = (time.monotonic(), f"entity extraction failed: {exc}")
+            self.get_logger().error(self.error[1], throttle_duration_sec=5.0)
+            return
+        self.lat.add(time.perf_counter() - t0)
+        self.publish(ents)
 
     def publish(self, ents: EntitySet) -> None:
         """Publish an entity set latched, stamped with its keyframe's stamp."""
@@ -186,19 +176,6 @@ class EntityNode(Node):
             level = ERROR
             msgs.append(self.error[1])
         return level, "; ".join(msgs) if msgs else "ok", values
-
-    def _publish_diagnostics(self) -> None:
-        level, message, values = self.status()
-        self.diag_pub.publish(diagnostic_array(self, [make_status(f"{self.get_name()}: entities", level, message,
-                                                                  values)]))
-
-    def destroy_node(self) -> None:
-        if hasattr(self, "worker"):  # absent when the constructor failed
-            self._running = False
-            with self._cv:
-                self._cv.notify_all()
-            self.worker.join(timeout=2.0)
-        super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> None:

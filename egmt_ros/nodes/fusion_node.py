@@ -18,10 +18,8 @@ import time
 from typing import Any
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
 from diagnostic_msgs.srv import AddDiagnostics
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.node import Node
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -35,8 +33,8 @@ from egmt_ros.fusion.registration import parse_homography
 from egmt_ros.fusion.stats import LatencyWindow, RateMeter
 from egmt_ros.fusion.sync import StampPairer, Stamped
 from egmt_ros.fusion.terf import Detections, EffectStack
-from egmt_ros.nodes.common import (ERROR, LATCHED_QOS, OK, WARN, declare_defaults, diagnostic_array,
-                                   make_status, param, run_node, qos_by_name, sec_to_stamp, stamp_to_sec)
+from egmt_ros.nodes.common import (ERROR, LATCHED_QOS, OK, WARN, EgmtNode, param, qos_by_name, run_node, sec_to_stamp,
+                                   stamp_to_sec)
 from egmt_ros.nodes.image_conv import ImageConversionError, image_to_numpy, numpy_to_image
 
 #: Every parameter and its default (config/egmt.yaml repeats them; a test checks they agree).
@@ -72,12 +70,13 @@ DYNAMIC = ("sync.slop", "homography", "agc.low_percentile", "agc.high_percentile
            "command.min_similarity")
 
 
-class FusionNode(Node):
+class FusionNode(EgmtNode):
     """Pairs /thermal/image_raw with /rgb/image_raw by stamp and publishes /egmt/fused."""
 
+    diag_label = "fusion"
+
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__("fusion_node", **kwargs)
-        declare_defaults(self, DEFAULTS)
+        super().__init__("fusion_node", DEFAULTS, **kwargs)
         self.pairer = StampPairer(param(self, "sync.slop"), param(self, "sync.queue_size"))
         self.method = self._load_method()
         self.effects = EffectStack(param(self, "effects.feather"), param(self, "effects.max_detection_age"))
@@ -113,12 +112,8 @@ class FusionNode(Node):
         self.feedback_pub = self.create_publisher(String, "/egmt/command/feedback", 10)
         self.create_service(AddDiagnostics, "~/command", self._on_command_service)
         self.pub = self.create_publisher(Image, "/egmt/fused", qos)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(param(self, "diagnostics_period"), self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_params)
-        self._running = True
-        self.worker = threading.Thread(target=self._work, name="egmt_fusion_worker", daemon=True)
-        self.worker.start()
+        self.start()
         self.get_logger().info(f"fusing {self.thermal_topic} + {self.rgb_topic} -> /egmt/fused with "
                                f"{param(self, 'model.method')}")
 
@@ -270,15 +265,17 @@ class FusionNode(Node):
             return self.effects(fused, ir, vi, stamp)
 
     # ---------------------------------------------------------------- worker
-    def _work(self) -> None:
-        while self._running:
-            pair = self.pairer.take(timeout=0.1)
-            if pair is None:
-                continue
-            try:
-                self._fuse_pair(pair)
-            except Exception as exc:  # noqa: BLE001 - a bad frame must never kill the node
-                self._note_error("fusion", f"fusion failed: {exc} (pair at {pair.stamp:.3f})")
+    def wake_worker(self) -> None:
+        self.pairer.wake()
+
+    def work_once(self) -> None:
+        pair = self.pairer.take(timeout=0.1)
+        if pair is None:
+            return
+        try:
+            self._fuse_pair(pair)
+        except Exception as exc:  # noqa: BLE001 - a bad frame must never kill the node
+            self._note_error("fusion", f"fusion failed: {exc} (pair at {pair.stamp:.3f})")
 
     def _fuse_pair(self, pair) -> None:
         t0 = time.perf_counter()
@@ -344,18 +341,6 @@ class FusionNode(Node):
             level = max(level, WARN)
             msgs.append(f"entities are {ent_age:.0f} s old: is entity_node running? (fusing with the last ones)")
         return level, "; ".join(msgs) if msgs else "fusing", values
-
-    def _publish_diagnostics(self) -> None:
-        level, message, values = self.status()
-        self.diag_pub.publish(diagnostic_array(self, [make_status(f"{self.get_name()}: fusion", level, message,
-                                                                  values)]))
-
-    def destroy_node(self) -> None:
-        if hasattr(self, "worker"):  # absent when the constructor failed
-            self._running = False
-            self.pairer.wake()
-            self.worker.join(timeout=2.0)
-        super().destroy_node()
 
 
 def _vision_type(name: str):
