@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 from typing import Any, Callable, Mapping
 
@@ -85,10 +86,17 @@ def run_node(*factories: Callable[[], Node], args: list[str] | None = None) -> N
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Ctrl-C in a terminal reaches every node of a launch twice (the terminal's group signal, then launch's):
+        # the second must not interrupt the clean-up. rclpy.shutdown() restores its own handler, so set it again.
+        quiet = threading.current_thread() is threading.main_thread()
+        if quiet:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         for n in nodes:
             n.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+        if quiet:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class LatestSlot:
