@@ -1,6 +1,6 @@
 """Fusion metrics: hand-computed values, invariants, monotonic responses, independent oracles (scikit-image SSIM,
-a brute-force Fast-FMI), and agreement with the independent TNO42 reference table of
-shared/data/peer_outputs/README.md."""
+a brute-force Fast-FMI, the slow straightforward PC and Fast-FMI that the fast ones replace), and agreement with
+the independent TNO42 reference table of shared/data/peer_outputs/README.md."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from scipy import fft as sp_fft
 from skimage.metrics import structural_similarity
 
 from egmt_ros.data.images import list_pairs, load_image, load_pair, to_gray
@@ -38,7 +39,10 @@ from egmt_ros.metrics import (
     std_dev,
     vif,
 )
-from egmt_ros.metrics.fmi import dmey_filters, dwt2_dmey, fast_fmi
+from egmt_ros.metrics import fmi as fmi_mod
+from egmt_ros.metrics import phase as phase_mod
+from egmt_ros.metrics.fmi import dmey_filters, dwt2_dmey, fast_fmi, wavelet_feature
+from egmt_ros.metrics.phase import phase_congruency
 from egmt_ros.metrics.gradient import QABF_DA, QABF_DG, QABF_KA, QABF_KG, QABF_TA, QABF_TG
 
 
@@ -288,7 +292,9 @@ def test_vectorised_fmi_equals_bruteforce() -> None:
     f = np.clip(np.round((a + b) / 2 + rng.normal(0, 25, a.shape)), 0, 255)
     f[:, :3] = a[:, :3]  # windows equal to the source
     f[6:, 4:] = 255 - b[6:, 4:]  # anti-correlated windows (the Frechet lower bound branch)
-    assert fast_fmi(a, b, f) == pytest.approx(_fmi_bruteforce(a, b, f), rel=1e-12)
+    expected = _fmi_bruteforce(a, b, f)
+    assert fmi_mod._fast_fmi(a, b, f, cells=np.float64) == pytest.approx(expected, rel=1e-12)
+    assert fast_fmi(a, b, f) == pytest.approx(expected, rel=1e-7)  # single-precision cells (the default)
 
 
 def test_dmey_filters_are_an_orthonormal_pair() -> None:
@@ -304,6 +310,233 @@ def test_dmey_filters_are_an_orthonormal_pair() -> None:
     c_a, c_h, c_v, c_d = dwt2_dmey(np.full((20, 30), 7.0))
     assert c_a.shape == c_h.shape == c_v.shape == c_d.shape == ((20 + 101) // 2, (30 + 101) // 2)
     assert np.allclose(c_a, 14.0) and np.abs(c_h).max() < 1e-4 and np.abs(c_d).max() < 1e-4
+
+
+# -------------------------------------------------------------------- slow reference implementations (oracles)
+# The straightforward transcriptions that PC and Fast-FMI had before they were made fast (git history of
+# egmt_ros/metrics/phase.py and fmi.py): the fast code must reproduce them (PC bit for bit, Fast-FMI to the
+# single-precision cell arithmetic).
+def _phase_congruency_reference(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    im = np.asarray(img, dtype=np.float64)
+    rows, cols = im.shape
+    bank, tfac = phase_mod._filter_bank(rows, cols)
+    spectrum = sp_fft.fft2(im.astype(np.float32))
+    total_energy = np.zeros((rows, cols), np.float32)
+    total_an = np.zeros((rows, cols), np.float32)
+    cov_x2 = np.zeros((rows, cols), np.float32)
+    cov_y2 = np.zeros((rows, cols), np.float32)
+    cov_xy = np.zeros((rows, cols), np.float32)
+    for o in range(phase_mod.PC_NORIENT):
+        angl = o * math.pi / phase_mod.PC_NORIENT
+        eo = sp_fft.ifft2(spectrum[None] * bank[o], axes=(1, 2), overwrite_x=True)
+        amp = np.abs(eo)
+        sum_an = amp.sum(axis=0)
+        max_an = amp.max(axis=0)
+        sum_eo = eo.sum(axis=0)
+        unit = np.conj(sum_eo / (np.abs(sum_eo) + phase_mod.PC_EPS))
+        proj = eo * unit[None]
+        energy = proj.real.sum(axis=0) - np.abs(proj.imag).sum(axis=0)
+        mean_e2n = -float(np.median(amp[0] ** 2)) / math.log(0.5)
+        threshold = math.sqrt(mean_e2n) * tfac[o]
+        energy = np.maximum(energy - threshold, 0.0)
+        width = sum_an / (max_an + phase_mod.PC_EPS) / phase_mod.PC_NSCALE
+        weight = np.float32(1.0) / (np.float32(1.0) + np.exp(
+            (np.float32(phase_mod.PC_CUTOFF) - width) * np.float32(phase_mod.PC_G)))
+        weighted = weight * energy
+        total_an += sum_an
+        total_energy += weighted
+        pc_o = np.divide(weighted, sum_an, out=np.zeros_like(weighted), where=sum_an > 0)
+        cx = pc_o * np.float32(math.cos(angl))
+        cy = pc_o * np.float32(math.sin(angl))
+        cov_x2 += cx * cx
+        cov_y2 += cy * cy
+        cov_xy += cx * cy
+    pc_map = total_energy.astype(np.float64) / (total_an + phase_mod.PC_EPS)
+    cov_x2 = cov_x2.astype(np.float64) / (phase_mod.PC_NORIENT / 2)
+    cov_y2 = cov_y2.astype(np.float64) / (phase_mod.PC_NORIENT / 2)
+    cov_xy = cov_xy.astype(np.float64) / phase_mod.PC_NORIENT
+    denom = np.sqrt(cov_xy * cov_xy + (cov_x2 - cov_y2) ** 2) + phase_mod.PC_EPS
+    return pc_map, (cov_y2 + cov_x2 + denom) / 2.0, (cov_y2 + cov_x2 - denom) / 2.0
+
+
+def _pc_reference(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
+    x = np.arange(11) - 5.0
+    k = np.exp(-(x * x) / (2 * 1.5 ** 2))
+    k /= k.sum()
+
+    def gauss(img: np.ndarray) -> np.ndarray:
+        return cv2.sepFilter2D(img, cv2.CV_64F, k, k, borderType=cv2.BORDER_CONSTANT)
+
+    def feature_score(f1, f2, fmax, ff, masks) -> float:
+        mu_f = gauss(ff)
+        var_f = gauss(ff * ff) - mu_f * mu_f
+        best = np.full_like(ff, -np.inf)
+        for src, mask in zip((f1, f2, fmax), masks):
+            s = src * mask
+            mu = gauss(s)
+            var = gauss(s * s) - mu * mu
+            cov = gauss(s * ff) - mu * mu_f
+            r = (cov + 1e-4) / (np.sqrt(np.abs(var * var_f)) + 1e-4)
+            best = np.maximum(best, np.where(mask, r, 0.0))
+        count = int(masks[2].sum())
+        return float(best.sum()) / count if count else 0.0
+
+    (pc_a, big_a, small_a), (pc_b, big_b, small_b), (pc_f, big_f, small_f) = (
+        _phase_congruency_reference(np.asarray(x_, np.float64)) for x_ in (ir, vi, fused))
+    pick_a = pc_a > pc_b
+    pc_max = np.where(pick_a, pc_a, pc_b)
+    masks = (pc_a > 0.1, pc_b > 0.1, pc_max > 0.1)
+    score = 1.0
+    for fa, fb, ff in ((pc_a, pc_b, pc_f), (big_a, big_b, big_f), (small_a, small_b, small_f)):
+        score *= feature_score(fa, fb, np.where(pick_a, fa, fb), ff, masks)
+    return score
+
+
+def _fast_fmi_reference(feat_a: np.ndarray, feat_b: np.ndarray, feat_f: np.ndarray, w: int = 3) -> float:
+    """Fast-FMI with one window per row (n x l arrays), a sort-based merge of the two cdfs, all in float64."""
+
+    def windows(feat: np.ndarray) -> np.ndarray:
+        v = np.lib.stride_tricks.sliding_window_view(np.asarray(feat, np.float64), (w, w))
+        return np.ascontiguousarray(v.transpose(0, 1, 3, 2)).reshape(-1, w * w)
+
+    def plogp(p: np.ndarray) -> np.ndarray:
+        a = np.abs(p)
+        a[a == 0] = 1.0
+        return p * np.log2(a)
+
+    def pdf_stats(win: np.ndarray):
+        n, l = win.shape
+        lo = win.min(axis=1, keepdims=True)
+        flat = (win.max(axis=1, keepdims=True) - lo)[:, 0] == 0
+        pdf = win - lo
+        pdf[flat] = 1.0
+        pdf /= pdf.sum(axis=1, keepdims=True)
+        pos = np.arange(1, l + 1, dtype=np.float64)
+        m1 = pdf @ pos
+        sd = np.sqrt(np.maximum(pdf @ (pos * pos) - m1 * m1, 0.0))
+        return pdf, np.cumsum(pdf, axis=1), -np.sum(plogp(pdf), axis=1), sd, pdf - 1.0 / l
+
+    def fmi_rows(f, s) -> np.ndarray:
+        pdf_f, cdf_f, h_f, sd_f, cen_f = f
+        pdf_s, cdf_s, h_s, sd_s, cen_s = s
+        n, l = pdf_f.shape
+        num = np.sum(cen_s * cen_f, axis=1)
+        den = np.sqrt(np.sum(cen_s * cen_s, axis=1) * np.sum(cen_f * cen_f, axis=1))
+        c = np.divide(num, den, out=np.zeros(n), where=num != 0)
+        neg = c < 0
+        pdf_u, cdf_u = pdf_s.copy(), cdf_s.copy()
+        pdf_u[neg] = pdf_s[neg, ::-1]
+        cdf_u[neg] = np.cumsum(pdf_u[neg], axis=1)
+        # Merge the two cdfs (ties: F first; the source rides in the lowest mantissa bit).
+        bits_f = np.maximum(cdf_f, 0.0).view(np.int64) & ~1
+        bits_u = np.maximum(cdf_u, 0.0).view(np.int64) | 1
+        merged = np.sort(np.concatenate([bits_f, bits_u], axis=1), axis=1)
+        from_s = (merged & 1).astype(bool)
+        srt = merged.view(np.float64)
+        s_before = np.cumsum(from_s, axis=1) - from_s
+        f_before = np.arange(2 * l) - s_before
+        sum_min = np.sum(srt * (l - np.where(from_s, f_before, s_before)), axis=1)
+        sum_cdf_f = cdf_f.sum(axis=1)
+        bound = np.where(neg, (l + 1) * sum_cdf_f - sum_min, sum_min)
+        cov = bound - sum_cdf_f * cdf_s.sum(axis=1)
+        sd_prod = sd_s * sd_f
+        corr_bound = np.divide(cov, sd_prod, out=np.zeros(n), where=sd_prod > 0)
+        phi = np.divide(c, corr_bound, out=np.zeros(n), where=(c != 0) & (corr_bound != 0))
+        beta = 1.0 - phi
+        d = np.diff(srt, axis=1, prepend=0.0)
+        prod = np.take_along_axis(pdf_f, np.minimum(f_before, l - 1), axis=1)
+        prod *= np.take_along_axis(pdf_u, np.minimum(s_before, l - 1), axis=1)
+        prod *= beta[:, None]
+        mix = phi[:, None] * d + prod
+        h_joint = -plogp(beta) + beta * (h_s + h_f) - np.sum(plogp(mix) - plogp(prod), axis=1)
+        h_sum = h_s + h_f
+        mi_ = h_sum - h_joint
+        return np.divide(2.0 * mi_, h_sum, out=np.zeros(n), where=(mi_ != 0) & (h_sum > 0))
+
+    wa, wb, wf = windows(feat_a), windows(feat_b), windows(feat_f)
+    stats_f = pdf_stats(wf)
+    total = 0.0
+    for ws in (wa, wb):
+        vals = fmi_rows(stats_f, pdf_stats(ws))
+        vals[np.all(ws == wf, axis=1)] = 1.0
+        total += float(np.sum(vals)) / 2.0
+    return total / wf.shape[0]
+
+
+def _hard_fmi_images(seed: int, shape: tuple[int, int] = (23, 31)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sources and fused image with every special case of Fast-FMI: flat windows, windows equal to a source,
+    single-spike windows (point-mass pdf, SD exactly 0), ties and zeros in the pdfs, anti-correlated windows."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, shape).astype(np.float64)
+    b = rng.integers(0, 256, shape).astype(np.float64)
+    a[:6, :7] = 40.0
+    a[2, 3] = 41.0  # spikes on a flat patch
+    b[-7:, -8:] = 200.0
+    b[-4, -5] = 10.0
+    b[5:12, 10:] = np.round(b[5:12, 10:] / 85) * 85
+    f = np.clip(np.round((a + b) / 2 + rng.normal(0, 25, shape)), 0, 255)
+    f[:, :4] = a[:, :4]
+    f[12:, 3:14] = 255 - b[12:, 3:14]
+    f[:5, -6:] = 7.0
+    # Isolated spikes on a flat patch of A: point-mass pdfs whose SD must come out exactly 0. The heights are
+    # ones for which d * (1 / d) != 1, so a reciprocal instead of the division would be caught.
+    a[14:23, 16:31] = 100.0
+    for i, (r, c) in enumerate([(15, 17), (15, 21), (15, 25), (15, 29), (19, 17), (19, 21), (19, 25), (19, 29)]):
+        a[r, c] = 100.0 + (49, 98, 103, 107, 49, 98, 103, 107)[i] * (1 if i < 4 else -0.5)
+    return a, b, f
+
+
+def test_pc_equals_reference_bit_for_bit(data_root: Path) -> None:
+    pairs = {stem: (ir_p, vi_p) for stem, ir_p, vi_p in list_pairs(data_root / "tno42")}
+    rng = np.random.default_rng(4)
+    noise = rng.integers(0, 256, (61, 90)).astype(np.float64)
+    maps = phase_congruency(noise)
+    for got, ref in zip(maps, _phase_congruency_reference(noise)):
+        assert got.flags.writeable and np.array_equal(got, ref)
+    for stem in ("05", "34"):
+        a, b = (_gray255(x) for x in load_pair(*pairs[stem]))
+        f = np.rint((a + b) / 2.0)
+        for got, ref in zip(phase_congruency(f), _phase_congruency_reference(f)):
+            assert np.array_equal(got, ref), stem
+        expected = _pc_reference(f, a, b)
+        assert pc(f, a, b) == pytest.approx(expected, rel=1e-12, abs=0)
+        # Second call: all three maps come from the content cache (new arrays, same content).
+        assert pc(f.copy(), a.copy(), b.copy()) == pytest.approx(expected, rel=1e-12, abs=0)
+        # Same sources, another fused image (the benchmark case): sources cached, F computed.
+        g = np.maximum(a, b)
+        assert pc(g, a, b) == pytest.approx(_pc_reference(g, a, b), rel=1e-12, abs=0)
+    assert pc(noise, noise, noise) == pytest.approx(_pc_reference(noise, noise, noise), rel=1e-12, abs=0)
+
+
+def test_fast_fmi_equals_reference_on_hard_cases() -> None:
+    for seed in (11, 12):
+        a, b, f = _hard_fmi_images(seed)
+        ref = _fast_fmi_reference(a, b, f)
+        # Double-precision cells: the same arithmetic up to summation order.
+        assert fmi_mod._fast_fmi(a, b, f, cells=np.float64) == pytest.approx(ref, rel=1e-12)
+        # Default single-precision cells, on one thread and on two (bands combined exactly: same bits).
+        one = fmi_mod._fast_fmi(a, b, f, workers=1)
+        assert one == pytest.approx(ref, rel=1e-7)
+        assert fmi_mod._fast_fmi(a, b, f, workers=2) == one
+        assert fast_fmi(a, b, f) == one
+        # Wavelet features (floats in [0, 1]) of the same images.
+        fa, fb, ff = (wavelet_feature(x) for x in (a, b, f))
+        ref_w = _fast_fmi_reference(fa, fb, ff)
+        assert fmi_mod._fast_fmi(fa, fb, ff, cells=np.float64) == pytest.approx(ref_w, rel=1e-12)
+        assert fast_fmi(fa, fb, ff) == pytest.approx(ref_w, rel=1e-7)
+    with pytest.raises(ValueError, match="at least 3 x 3"):
+        fast_fmi(a[:2], b[:2], f[:2])
+
+
+def test_fmi_equals_reference_on_tno_pairs(data_root: Path) -> None:
+    pairs = {stem: (ir_p, vi_p) for stem, ir_p, vi_p in list_pairs(data_root / "tno42")}
+    for stem, fuse in (("05", lambda a, b: np.rint((a + b) / 2.0)),
+                       ("34", np.maximum)):  # max: many windows equal to a source
+        a, b = (_gray255(x) for x in load_pair(*pairs[stem]))
+        f = fuse(a, b)
+        assert fmi_pixel(f, a, b) == pytest.approx(_fast_fmi_reference(a, b, f), rel=1e-7)
+        feats = [wavelet_feature(x) for x in (a, b, f)]
+        assert fmi_w(f, a, b) == pytest.approx(_fast_fmi_reference(*feats), rel=1e-7)
 
 
 # ---------------------------------------------------------------------------------------------- registry
