@@ -4,9 +4,12 @@
   file raises FileNotFoundError naming the path.
 - ``get_method("egmt", model=PATH)`` loads any checkpoint.
 
-Both accept ``device`` ("cpu" | "cuda"), ``dtype`` (torch dtype or its name) and ``text_encoder`` (an object with
+Both accept ``device`` ("cpu" | "cuda"), ``dtype`` (torch dtype or its name), ``text_encoder`` (an object with
 ``id``, ``dim``, ``encode``; built lazily from the card's encoder id on the first non-empty
-:meth:`EGMTFuser.set_entities`).
+:meth:`EGMTFuser.set_entities`) and ``backend``: ``"torch"`` (eager, the default), ``"compile"`` (torch.compile,
+per input size), ``"onnxruntime"`` (cached ONNX export) or ``"tensorrt"`` (cached engines; unverified), plus that
+backend's options (``threads``, ``cache_dir``, ``precision``, ``force_engine_update`` ...): see
+:mod:`egmt_ros.model.backends`. Every backend gets the entity features as an input.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 
 from egmt_ros.fusion.color import merge_luma, split_luma
 from egmt_ros.fusion.methods import register
+from egmt_ros.model.backends import FuseBackend, canonical_backend, make_backend
 from egmt_ros.model.checkpoint import load_checkpoint
 from egmt_ros.model.network import EGMT
 from egmt_ros.model.text import TextEncoder, get_encoder
@@ -40,35 +44,42 @@ def _dtype(d: torch.dtype | str | None) -> torch.dtype:
 
 
 class EGMTFuser:
-    """An EGMT model + its text encoder behind the FusionMethod interface (numpy in / out, [0, 1], no stretching)."""
+    """An EGMT model + its text encoder behind the FusionMethod interface (numpy in / out, [0, 1], no stretching).
+
+    ``backend`` picks the inference engine (:mod:`egmt_ros.model.backends`); ``backend_options`` go to it.
+    """
 
     def __init__(self, model: EGMT, card: dict[str, Any] | None = None, text_encoder: TextEncoder | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None,
-                 name: str = "egmt") -> None:
+                 name: str = "egmt", backend: str = "torch", **backend_options: Any) -> None:
         self.name = name
         self.card = dict(card or {})
         self.device = torch.device(device)
         self.dtype = _dtype(dtype)
-        self.model = model.to(self.device, self.dtype).eval()
         cfg = model.config
         if text_encoder is not None and (text_encoder.dim != cfg.text_dim or text_encoder.id != cfg.text_encoder):
             raise ValueError(f"model expects text encoder {cfg.text_encoder!r} ({cfg.text_dim}-d), "
                              f"got {text_encoder.id!r} ({text_encoder.dim}-d)")
+        self.backend_name = canonical_backend(backend)
+        self.backend: FuseBackend = make_backend(self.backend_name, model.eval(), self.device, self.dtype,
+                                                 **backend_options)
+        #: the torch module (on ``device``/``dtype`` for the torch backends, CPU float32 for the exported ones)
+        self.model = self.backend.model
         self._encoder = text_encoder
         self.entities: list[str] = []
-        self._ent: torch.Tensor | None = None
+        self._ent: np.ndarray | None = None  # [N, text_dim] float32 or None
         self._flops: dict[tuple[int, int], float] = {}
         self.checkpoint: Path | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
                         dtype: torch.dtype | str | None = None, text_encoder: TextEncoder | None = None,
-                        name: str = "egmt") -> "EGMTFuser":
+                        name: str = "egmt", backend: str = "torch", **backend_options: Any) -> "EGMTFuser":
         """Load ``path`` (FileNotFoundError naming it if missing; ValueError for a mismatched text encoder)."""
         model, card = load_checkpoint(path, "cpu",
                                       expect_text_encoder=text_encoder.id if text_encoder is not None else None,
                                       expect_text_dim=text_encoder.dim if text_encoder is not None else None)
-        fuser = cls(model, card, text_encoder, device, dtype, name)
+        fuser = cls(model, card, text_encoder, device, dtype, name, backend, **backend_options)
         fuser.checkpoint = Path(path)
         return fuser
 
@@ -86,32 +97,33 @@ class EGMTFuser:
         labels = [str(x) for x in labels][: self.model.config.max_entities]
         self.entities = labels
         if not labels or not self.model.config.uses_text:
-            self._ent = None
+            self._clear_entities()
             return
         self.set_entity_features(self.text_encoder.encode(labels))
         self.entities = labels
 
+    def _clear_entities(self) -> None:
+        if self._ent is not None:
+            self.backend.set_entities(None)
+        self._ent = None
+
     def set_entity_features(self, feats: np.ndarray | None) -> None:
         """Use precomputed entity features ``[N, text_dim]`` (from the same encoder the model was trained with)."""
         if feats is None or len(feats) == 0:
-            self._ent = None
+            self._clear_entities()
             return
         feats = np.asarray(feats, dtype=np.float32)
         if feats.ndim != 2 or feats.shape[1] != self.model.config.text_dim:
             raise ValueError(f"entity features must be [N, {self.model.config.text_dim}], got {feats.shape}")
-        self._ent = torch.from_numpy(feats[None]).to(self.device, self.dtype)
+        self.backend.set_entities(feats)
+        self._ent = feats
 
     # --- FusionMethod ---
-    @torch.inference_mode()
     def fuse(self, ir: np.ndarray, vi_y: np.ndarray) -> np.ndarray:
         """IR grey + visible luma (float32 H x W in [0, 1]) -> fused luma (float32 H x W in [0, 1])."""
         if ir.shape != vi_y.shape or ir.ndim != 2:
             raise ValueError(f"{self.name}: IR {ir.shape} and visible luma {vi_y.shape} must be equal H x W")
-        t_ir = torch.from_numpy(np.ascontiguousarray(ir, dtype=np.float32))[None, None].to(self.device, self.dtype)
-        t_vi = torch.from_numpy(np.ascontiguousarray(vi_y, dtype=np.float32))[None, None].to(self.device,
-                                                                                               self.dtype)
-        out = self.model.fuse(t_ir, t_vi, self._ent)
-        return np.clip(out[0, 0].float().cpu().numpy(), 0.0, 1.0).astype(np.float32)
+        return self.backend.fuse(ir, vi_y)
 
     def fuse_color(self, ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
         """IR grey + visible grey or RGB -> fused grey or RGB (the visible chroma is kept)."""
@@ -127,10 +139,12 @@ class EGMTFuser:
         if key not in self._flops:
             from torch.utils.flop_counter import FlopCounterMode
 
-            ir = torch.zeros(1, 1, *key, device=self.device, dtype=self.dtype)
+            p = next(self.model.parameters())
+            ir = torch.zeros(1, 1, *key, device=p.device, dtype=p.dtype)
+            ent = None if self._ent is None else torch.from_numpy(self._ent[None]).to(p.device, p.dtype)
             counter = FlopCounterMode(display=False)
             with torch.inference_mode(), counter:
-                self.model.fuse(ir, ir, self._ent)
+                self.model.fuse(ir, ir, ent)
             self._flops[key] = float(counter.get_total_flops())
         return self._flops[key]
 

@@ -1,0 +1,188 @@
+"""Inference backends (egmt_ros.model.backends): parity with eager on a real image, caches, errors, and the
+pipeline benchmark CLI."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from egmt_ros.data.images import list_pairs, load_pair, to_gray
+from egmt_ros.fusion.methods import get_method
+from egmt_ros.model.backends import (BackendUnavailableError, export_fuse_onnx, model_hash, pad_entities)
+from egmt_ros.model.checkpoint import save_checkpoint
+from egmt_ros.model.config import rt_config
+from egmt_ros.model.method import EGMTFuser
+from egmt_ros.model.network import EGMT
+from egmt_ros.model.text import HashEncoder
+
+D = 16
+ENTITIES = ["person", "car", "tree"]
+
+
+def tiny_rt(seed: int = 0) -> EGMT:
+    """A small random rt model whose output depends on every part (decoder's last conv randomised)."""
+    torch.manual_seed(seed)
+    m = EGMT(rt_config(channels=8, heads=2, window=4, scale=4, detail_channels=4, text_dim=D, num_classes=3,
+                       max_entities=6, text_encoder="hash-16", class_names=["person", "car", "tree"]))
+    torch.nn.init.normal_(m.recon.out.weight, std=0.1)
+    torch.nn.init.normal_(m.recon.out.bias, std=0.05)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("backends") / "tiny.pt", tiny_rt(), {"training_data": "test"})
+
+
+@pytest.fixture(scope="module")
+def pair(data_root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A real TNO42 crop, 97 x 131 (a multiple of nothing the model uses)."""
+    _, ir_p, vi_p = list_pairs(data_root / "tno42")[0]
+    ir, vi = load_pair(ir_p, vi_p)
+    return np.ascontiguousarray(ir[100:197, 200:331]), np.ascontiguousarray(to_gray(vi)[100:197, 200:331])
+
+
+@pytest.fixture(scope="module")
+def eager(ckpt: Path, pair: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+    """torch eager fp32 outputs: with three entities, and with none."""
+    f = EGMTFuser.from_checkpoint(ckpt, text_encoder=HashEncoder(D))
+    f.set_entities(ENTITIES)
+    with_ent = f.fuse(*pair)
+    f.set_entities([])
+    return {"ent": with_ent, "none": f.fuse(*pair)}
+
+
+def _check_parity(fuser: EGMTFuser, pair: tuple[np.ndarray, np.ndarray], eager: dict[str, np.ndarray],
+                  tol: float) -> None:
+    fuser.set_entities(ENTITIES)
+    y = fuser.fuse(*pair)
+    assert y.shape == pair[0].shape and y.dtype == np.float32
+    assert np.abs(y - eager["ent"]).max() <= tol
+    fuser.set_entities([])
+    y0 = fuser.fuse(*pair)
+    assert np.abs(y0 - eager["none"]).max() <= tol
+    assert np.abs(y - y0).max() > 1e-3  # the entity features really are an input of this backend
+    fuser.set_entities(ENTITIES[:1])  # a new entity count: no error, still the eager result
+    ref = EGMTFuser.from_checkpoint(fuser.checkpoint)
+    ref.set_entity_features(fuser._ent)
+    assert np.abs(fuser.fuse(*pair) - ref.fuse(*pair)).max() <= tol
+
+
+def test_eager_is_unchanged_and_entities_matter(eager: dict[str, np.ndarray]) -> None:
+    assert np.abs(eager["ent"] - eager["none"]).max() > 1e-3
+    assert 0.0 <= eager["ent"].min() and eager["ent"].max() <= 1.0
+
+
+def test_onnxruntime_agrees_with_eager_and_caches_the_export(ckpt: Path, pair, eager, tmp_path: Path) -> None:
+    fuser = get_method("egmt", model=ckpt, backend="onnxruntime", cache_dir=tmp_path, threads=2)
+    assert fuser.backend.name == "onnxruntime" and "export" in fuser.backend.setup_seconds
+    onnx_files = list((tmp_path / "onnx").glob("*.onnx"))
+    assert len(onnx_files) == 1 and model_hash(fuser.model)[:16] in onnx_files[0].name
+    _check_parity(fuser, pair, eager, 1e-3)
+    again = EGMTFuser.from_checkpoint(ckpt, backend="ort", cache_dir=tmp_path)  # same weights: cache hit
+    assert "export" not in again.backend.setup_seconds and again.backend.onnx_path == fuser.backend.onnx_path
+    fixed = EGMTFuser.from_checkpoint(ckpt, backend="onnxruntime", cache_dir=tmp_path, entity_policy="fixed")
+    assert fixed.backend.onnx_path != fuser.backend.onnx_path  # the entity policy is part of the key
+    _check_parity(fixed, pair, eager, 1e-3)
+    with pytest.raises(ValueError, match="entities"):
+        fixed.set_entity_features(np.ones((7, D), np.float32))  # more than max_entities (6) in a fixed graph
+    with pytest.raises(ValueError, match="float32"):
+        EGMTFuser.from_checkpoint(ckpt, backend="onnxruntime", dtype="float16", cache_dir=tmp_path)
+
+
+def test_compile_agrees_with_eager_without_recompiling_for_new_entities(ckpt: Path, pair, eager) -> None:
+    fuser = get_method("egmt", model=ckpt, backend="compile")
+    _check_parity(fuser, pair, eager, 1e-3)
+    info = fuser.backend.info()
+    assert info["compiled_sizes"] == [pair[0].shape]  # one size compiled once, whatever the entities
+    assert list(fuser.backend.setup_seconds) == [f"compile {pair[0].shape[0]}x{pair[0].shape[1]}"]
+
+
+def test_torch_backend_by_name_and_unknown_backend(ckpt: Path, pair, eager) -> None:
+    fuser = get_method("egmt", model=ckpt, backend="torch", device="cpu", dtype="float32")  # the node's kwargs
+    _check_parity(fuser, pair, eager, 0.0)
+    with pytest.raises(ValueError, match="unknown backend 'tflite'.*onnxruntime"):
+        get_method("egmt", model=ckpt, backend="tflite")
+
+
+def test_tensorrt_gives_a_clear_error_or_agrees(ckpt: Path, pair, eager, tmp_path: Path) -> None:
+    """Without the tensorrt package: an ImportError naming it. With it and a GPU: fp32 and fp16 parity."""
+    if importlib.util.find_spec("tensorrt") is None:
+        with pytest.raises(ImportError, match=r"'tensorrt'.*pip install tensorrt") as err:
+            get_method("egmt", model=ckpt, backend="tensorrt", device="cuda", cache_dir=tmp_path)
+        assert isinstance(err.value, BackendUnavailableError)
+        return
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            get_method("egmt", model=ckpt, backend="tensorrt", device="cuda", cache_dir=tmp_path)
+        return
+    fp32 = get_method("egmt", model=ckpt, backend="tensorrt", device="cuda", cache_dir=tmp_path)
+    _check_parity(fp32, pair, eager, 1e-3)
+    fp16 = get_method("egmt", model=ckpt, backend="tensorrt", device="cuda", dtype="float16", cache_dir=tmp_path)
+    fp16.set_entities(ENTITIES)
+    assert np.abs(fp16.fuse(*pair) - eager["ent"]).max() <= 1e-2
+    assert len(list((tmp_path / "tensorrt").glob("*.engine"))) == 2
+
+
+def test_the_tensorrt_graph_agrees_with_eager_in_onnxruntime(ckpt: Path, pair, eager, tmp_path: Path) -> None:
+    """What TensorRT is given (static H x W, fixed N, float mask) is checked here with ONNX Runtime."""
+    import onnxruntime as ort
+
+    fuser = EGMTFuser.from_checkpoint(ckpt)
+    h, w = pair[0].shape
+    path = export_fuse_onnx(fuser.model, tmp_path / "trt.onnx", entities=6, static_hw=(h, w), float_mask=True)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [tuple(i.shape) for i in sess.get_inputs()] == [(1, 1, h, w), (1, 1, h, w), (1, 6, D), (1, 6)]
+    for labels, key in ((ENTITIES, "ent"), ([], "none")):
+        ent, mask = pad_entities(HashEncoder(D).encode(labels) if labels else None, 6, D)
+        out = sess.run(None, {"ir": pair[0][None, None], "vi": pair[1][None, None], "ent": ent,
+                              "ent_mask": mask.astype(np.float32)})[0]
+        assert np.abs(np.clip(out[0, 0], 0, 1) - eager[key]).max() <= 1e-3
+
+
+def test_model_hash_follows_the_weights() -> None:
+    a, b = tiny_rt(0), tiny_rt(0)
+    assert model_hash(a) == model_hash(b)
+    with torch.no_grad():
+        b.recon.out.bias[0] += 1e-3
+    assert model_hash(a) != model_hash(b)
+
+
+def test_bench_pipeline_writes_markdown_and_csv(ckpt: Path, tmp_path: Path, data_root: Path) -> None:
+    from egmt_ros.cli.bench_pipeline import CSV_COLUMNS, main
+
+    out = tmp_path / "bench"
+    rc = main(["--methods", "lp,egmt", "--model", str(ckpt), "--backend", "torch,onnxruntime", "--size", "96x64",
+               "--seconds", "0.3", "--warmup", "1", "--threads", "1", "--data", str(data_root / "tno42"),
+               "--pairs", "2", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    assert rc == 0
+    with (out / "bench_pipeline.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == CSV_COLUMNS
+    got = {(r["method"], r["backend"], r["mode"]) for r in rows}
+    assert got == {(m, b, mode) for m, b in (("egmt", "torch"), ("egmt", "onnxruntime"), ("lp", "-"))
+                   for mode in ("fusion", "fusion+detection")}
+    for r in rows:
+        assert int(r["frames"]) >= 3 and float(r["fps"]) > 0 and r["width"] == "96" and r["height"] == "64"
+        assert float(r["fuse_p50_ms"]) > 0 and float(r["total_p99_ms"]) >= float(r["total_p50_ms"])
+        assert (r["detect_p50_ms"] != "nan") == (r["mode"] == "fusion+detection")
+    md = (out / "bench_pipeline.md").read_text()
+    assert "python -m egmt_ros.cli.bench_pipeline --methods lp,egmt" in md
+    assert "load average" in md and "nproc" in md
+    assert "| method | weights | backend | threads | mode | frames | fps | preprocess | fuse |" in md
+    assert md.count("| egmt |") == 4 and md.count("| lp |") == 2
+    if not torch.cuda.is_available():
+        assert "GPU: not measured: no device in this session" in md
+    assert main(["--methods", "egmt", "--size", "96x64", "--out", str(out)]) == 2  # egmt without --model
+    rc = main(["--methods", "lp,average", "--size", "96x64", "--seconds", "0.2", "--modes", "fusion",
+               "--interleave", "--data", str(data_root / "tno42"), "--pairs", "1", "--out", str(tmp_path / "il")])
+    assert rc == 0
+    with (tmp_path / "il" / "bench_pipeline.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == ["lp", "average"]
+    assert rows[0]["frames"] == rows[1]["frames"]  # round-robin: one frame each in turn
