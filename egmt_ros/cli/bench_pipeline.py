@@ -48,8 +48,8 @@ MODES = ("fusion", "fusion+detection")
 RANDOM_METHODS = {"random_rt": "rt", "random_paper": "paper"}
 CSV_COLUMNS = (["method", "weights", "backend", "device", "dtype", "threads", "mode", "width", "height", "frames",
                 "wall_s", "fps", "setup_s", "first_frame_ms"]
-               + [f"{s}_{q}_ms" for s in STAGES for q in ("p50", "p99")] + ["fuse_min_ms", "total_min_ms",
-                                                                                 "cpu_ms_per_frame", "load_avg_1m"])
+               + [f"{s}_{q}_ms" for s in STAGES for q in ("p50", "p99")]
+               + ["fuse_min_ms", "total_min_ms", "cpu_ms_per_frame", "max_abs_diff_vs_eager", "load_avg_1m"])
 
 
 class BenchError(Exception):
@@ -72,6 +72,7 @@ class Row:
     setup_s: float = 0.0
     first_frame_ms: float = float("nan")
     cpu_s: float = 0.0  # process CPU time (all threads) over the timed frames
+    max_abs_diff: float = float("nan")  # vs torch eager float32 (EGMT rows, --parity-frames)
     samples: dict[str, list[float]] = field(default_factory=dict)  # stage -> seconds per frame
     load_avg_1m: float = float("nan")
 
@@ -90,6 +91,7 @@ class Row:
             v = self.samples.get(s)
             d[f"{s}_min_ms"] = round(min(v) * 1e3, 2) if v else float("nan")
         d["cpu_ms_per_frame"] = round(self.cpu_s / self.frames * 1e3, 2) if self.frames else float("nan")
+        d["max_abs_diff_vs_eager"] = float(f"{self.max_abs_diff:.3g}")
         d["load_avg_1m"] = round(self.load_avg_1m, 2)
         return d
 
@@ -126,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--min-frames", type=int, default=3, help="timed frames per row at least")
     ap.add_argument("--warmup", type=int, default=3, help="untimed frames per row")
     ap.add_argument("--threads", default="2", help="comma-separated thread counts, e.g. 2,1")
+    ap.add_argument("--parity-frames", type=int, default=2,
+                    help="EGMT rows: max |output - torch eager float32| over this many frames (0: skip)")
     ap.add_argument("--interleave", action="store_true",
                     help="time the methods of each (threads, mode) round-robin, one frame each in turn, so that "
                          "the machine's changing load hits them alike (for comparisons on a shared machine)")
@@ -214,6 +218,9 @@ def _random_checkpoint(variant: str, folder: Path) -> Path:
 
     torch.manual_seed(0)
     model = EGMT(rt_config() if variant == "rt" else paper_config())
+    if variant == "rt":  # its last conv starts at zero (output = pixel average): randomise it, so the output
+        torch.nn.init.normal_(model.recon.out.weight, std=0.1)  # depends on every layer (--parity-frames)
+        torch.nn.init.normal_(model.recon.out.bias, std=0.05)
     return save_checkpoint(folder / f"random_{variant}.pt", model,
                            {"training_data": "none (random initialisation, for timing only)"})
 
@@ -251,6 +258,21 @@ def make_method(name: str, backend: str | None, args: argparse.Namespace, thread
         f = rng.standard_normal((args.entities, fuser.model.config.text_dim)).astype(np.float32)
         fuser.set_entity_features(f / np.linalg.norm(f, axis=1, keepdims=True))
     return fuser, weights
+
+
+def parity_vs_eager(fuser, frames, n: int) -> float:
+    """Max |fuser - torch eager float32 CPU| of the fused luma on the first ``n`` frames (same checkpoint, same
+    entity features; inputs: the raw frames as [0, 1] IR grey and visible luma)."""
+    from egmt_ros.data.images import from_uint8, to_gray
+    from egmt_ros.model.method import EGMTFuser
+
+    ref = EGMTFuser.from_checkpoint(fuser.checkpoint)
+    ref.set_entity_features(fuser._ent)
+    worst = 0.0
+    for thermal, rgb in frames[:n]:
+        ir, vi_y = from_uint8(thermal), to_gray(from_uint8(np.ascontiguousarray(rgb[:, :, ::-1])))
+        worst = max(worst, float(np.abs(fuser.fuse(ir, vi_y) - ref.fuse(ir, vi_y)).max()))
+    return worst
 
 
 def is_egmt(name: str) -> bool:
@@ -317,6 +339,10 @@ def _ms(d: dict[str, Any], stage: str) -> str:
     return f"{p50:.1f} / {p99:.1f}"
 
 
+def _sci(v: float) -> str:
+    return "-" if v != v else f"{v:.1e}"  # NaN: not an EGMT row
+
+
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = ["# Pipeline benchmark", "", "Command:", "", "```", meta["command"], "```", ""]
     lines += [f"- {k}: {v}" for k, v in meta["facts"].items()]
@@ -324,16 +350,18 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                   "setup = export / compile / engine build seconds (first use); first frame = the first warm-up "
                   "frame in ms; fuse min = the fastest timed fuse stage (least disturbed by other load); "
                   "CPU ms/frame = this process's CPU time (all its threads) per timed frame, which other "
-                  "processes' load does not inflate the way it inflates wall time; load 1m = the 1-minute load "
+                  "processes' load does not inflate the way it inflates wall time; max diff = max |fused luma - "
+                  "torch eager float32| on the first --parity-frames frames; load 1m = the 1-minute load "
                   "average when the row started.", ""]
     head = ["method", "weights", "backend", "threads", "mode", "frames", "fps", "preprocess", "fuse", "postprocess",
-            "detect", "total", "fuse min", "CPU ms/frame", "setup s", "first frame ms", "load 1m"]
+            "detect", "total", "fuse min", "CPU ms/frame", "max diff", "setup s", "first frame ms", "load 1m"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for d in rows:
         cells = [d["method"], d["weights"], d["backend"], str(d["threads"]), d["mode"], str(d["frames"]),
                  f"{d['fps']:.2f}", _ms(d, "preprocess"), _ms(d, "fuse"), _ms(d, "postprocess"), _ms(d, "detect"),
                  _ms(d, "total"), f"{d['fuse_min_ms']:.1f}", f"{d['cpu_ms_per_frame']:.0f}",
+                 _sci(d["max_abs_diff_vs_eager"]),
                  f"{d['setup_s']:.1f}", f"{d['first_frame_ms']:.0f}", f"{d['load_avg_1m']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
@@ -355,9 +383,9 @@ def _run_group(built, mode: str, args: argparse.Namespace, size: tuple[int, int]
                detector, many: bool = False):
     """Time the built methods in one mode (round-robin when several); the rows as dicts (a list if ``many``)."""
     items = []
-    for name, backend, method, weights, reported in built:
+    for name, backend, method, weights, reported, diff in built:
         row = Row(name, weights, backend or "-", args.device if backend else "cpu", args.dtype if backend else "-",
-                  nthreads, mode, size[0], size[1])
+                  nthreads, mode, size[0], size[1], max_abs_diff=diff)
         items.append((row, method, reported))
     print(f"[bench_pipeline] threads={nthreads} mode={mode}: "
           + ", ".join(f"{r.method}/{r.backend}" for r, _, _ in items) + " ...", file=sys.stderr, flush=True)
@@ -433,11 +461,16 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                     method, weights = make_method(name, backend, args, nthreads, tmp)
                     print(f"[bench_pipeline] {name} backend={backend or '-'} threads={nthreads}: loaded in "
                           f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-                    built.append((name, backend, method, weights, set()))
+                    diff = float("nan")
+                    if backend is not None and args.parity_frames > 0:
+                        diff = parity_vs_eager(method, frames, args.parity_frames)
+                        print(f"[bench_pipeline]   max |diff| vs torch eager float32: {diff:.3g}", file=sys.stderr,
+                              flush=True)
+                    built.append((name, backend, method, weights, set(), diff))
                     if not args.interleave:
                         for mode in modes:
                             rows.append(_run_group([built[-1]], mode, args, size, nthreads, frames, detector))
-                        built[-1] = (name, backend, None, weights, set())  # free the model
+                        built[-1] = (name, backend, None, weights, set(), diff)  # free the model
             if args.interleave:
                 for mode in modes:
                     rows.extend(_run_group(built, mode, args, size, nthreads, frames, detector, many=True))
@@ -460,7 +493,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if any(is_egmt(m) for m in methods):
         notes.append("EGMT rows get entity features as an input (random unit vectors; timing does not depend on "
                      "their values). random_rt / random_paper: random-initialised weights of that configuration "
-                     "(timing does not depend on the weights).")
+                     "(timing does not depend on the weights; random_rt's zero-initialised last decoder conv is "
+                     "randomised too, so that its output depends on every layer for the max diff column).")
     if detector is not None:
         notes.append(f"detector: {detector.weights} (ultralytics predict, imgsz {detector.imgsz}, device "
                      f"{detector.device}); its threads are OpenVINO's default, not --threads.")

@@ -21,6 +21,8 @@
 - Checkpoints ``OUT/last.pt`` (every ``--save-every`` steps and at each epoch end) and ``OUT/best.pt``, with the
   optimizer state, the loss state, epoch and step (``--resume OUT/last.pt`` continues the step count), and the model
   card ``NAME.card.json`` beside each. ``--export PATH`` writes the best weights (no optimizer state) at the end.
+  A resumed run takes the checkpoint's config (only ``--epochs``, ``--lr``, ``--batch``, ``--crop`` override it) and
+  records the earlier commands in the card (``training.previous_commands``).
 - ``torchrun --nproc_per_node K -m egmt_ros.cli.train ...``: DistributedDataParallel (process group initialised
   when WORLD_SIZE > 1, DistributedSampler); only rank 0 validates and writes.
 """
@@ -258,14 +260,26 @@ def compute_loss(loss_fn: torch.nn.Module, fused: torch.Tensor, ir: torch.Tensor
 
 
 def train_step(net: torch.nn.Module, loss_fn: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict[str, Any],
-               device: torch.device, class_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """One Adam step on a collated batch; returns (loss before the step, its parts)."""
+               device: torch.device, class_weights: torch.Tensor | None = None,
+               world: int = 1) -> tuple[torch.Tensor, dict[str, float]]:
+    """One Adam step on a collated batch; returns (loss before the step, its parts).
+
+    Under DDP (``world`` > 1) the gradients of the loss's own parameters (the task weights ``w``), which live
+    outside the DDP module, are averaged across ranks here.
+    """
     ir, vi = batch["ir"].to(device), batch["vi_y"].to(device)
     fused, logits = net(ir, vi, batch["ent"].to(device), batch["ent_mask"].to(device))
     total, parts = compute_loss(loss_fn, fused, ir, vi, logits, batch["labels"].to(device),
                                 bool(batch["has_labels"].all()), class_weights)
     opt.zero_grad(set_to_none=True)
     total.backward()
+    if world > 1:
+        import torch.distributed as dist
+
+        for p in loss_fn.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad /= world
     opt.step()
     return total.detach(), parts
 
@@ -370,7 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                  find_unused_parameters=True)
 
     out = Path(args.out)
     name = args.name or f"egmt_{args.config}"
@@ -382,6 +397,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     best_sign = 1.0 if lower else -1.0
 
     prev_wall = float(((resume_raw or {}).get("extra") or {}).get("wall_time_s", 0.0))
+    prev_train = ((resume_raw or {}).get("card") or {}).get("training") or {}
+    prev_cmds = list(prev_train.get("previous_commands", [])) + ([prev_train["command"]] if "command" in prev_train
+                                                                 else [])
     data_list = [{"path": str(f), "pairs": sum(1 for s in samples if Path(f).resolve().name == s.dataset)}
                  for f in folders]
 
@@ -403,6 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "train_pairs": len(train_s), "val_pairs": len(val_s), "seed": args.seed,
                 "excluded": "tno* (test set) and llvip* (terms) unless explicitly allowed",
                 "torch": str(torch.__version__),
+                **({"previous_commands": prev_cmds} if prev_cmds else {}),
             },
         }
 
@@ -445,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for bi, batch in enumerate(loader):
             if bi >= remaining:
                 break
-            total, parts = train_step(net, loss_fn, opt, batch, device, class_weights)
+            total, parts = train_step(net, loss_fn, opt, batch, device, class_weights, world)
             step += 1
             step_in_epoch += 1
             if bar is not None:
