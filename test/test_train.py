@@ -135,6 +135,7 @@ def test_tiny_run_writes_card_and_resume_continues(two_pairs: Path, tmp_path: Pa
     assert train.main(common + ["--steps", "4", "--resume", str(out / "last.pt")]) == 0
     resumed = read_checkpoint(out / "last.pt")
     assert resumed["extra"]["step"] == 4 and resumed["card"]["training"]["step"] == 4
+    assert resumed["card"]["training"]["previous_commands"] == [card["training"]["command"]]
     adam_steps = {float(s["step"]) for s in resumed["optimizer"]["state"].values()}
     assert adam_steps == {4.0}  # the optimizer state was restored, not restarted
     assert any(not torch.equal(v, resumed["state_dict"][k]) for k, v in first["state_dict"].items())
