@@ -16,12 +16,15 @@ bgr8 visible), cycling through the first 8 pairs. Modes (``--modes``):
 - ``fusion+detection``: the same, then the default detector (:class:`egmt_ros.detection.detector.Detector`, the
   OpenVINO YOLO11n of the data root) on the fused image (stage detect).
 
-Per row: ``--warmup`` untimed frames (the first one's time is reported separately: it includes torch.compile or
-ONNX export where they happen), then frames until ``--seconds`` have passed (at least ``--min-frames``).
+Per EGMT method: the max abs difference of its output from torch eager float32 on the first ``--parity-frames``
+frames (this first use is where torch.compile compiles; its seconds, like ONNX export or engine build, are the
+``setup`` column). Per row: ``--warmup`` untimed frames (the first one's time is reported separately), then
+frames until ``--seconds`` have passed (at least ``--min-frames``).
 Throughput = timed frames / the sum of their total times; latency p50 / p99 per stage in ms; CPU ms per frame =
 the process's CPU time (all threads) per timed frame. ``--threads`` sets torch's and ONNX Runtime's intra-op
-threads and OpenCV's threads (the OpenVINO detector keeps its own default). ``--interleave`` times the methods of
-one (threads, mode) round-robin, one frame each in turn, so that a shared machine's changing load hits them alike.
+threads and OpenCV's threads (the OpenVINO detector keeps its own default). ``--interleave`` times all methods and
+thread counts of one mode round-robin, one frame each in turn, so that a shared machine's changing load hits them
+alike.
 
 Writes ``<out>/bench_pipeline.md`` (command, hardware, load average, tables) and ``<out>/bench_pipeline.csv``.
 The live-graph measurement (receive-to-publish latency through the ROS nodes from a bag) is not part of this tool:
@@ -131,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--parity-frames", type=int, default=2,
                     help="EGMT rows: max |output - torch eager float32| over this many frames (0: skip)")
     ap.add_argument("--interleave", action="store_true",
-                    help="time the methods of each (threads, mode) round-robin, one frame each in turn, so that "
-                         "the machine's changing load hits them alike (for comparisons on a shared machine)")
+                    help="time all methods and thread counts of each mode round-robin, one frame each in turn, so "
+                         "that the machine's changing load hits them alike (for comparisons on a shared machine)")
     ap.add_argument("--modes", default=",".join(MODES), help="fusion, fusion+detection (comma-separated)")
     ap.add_argument("--entities", type=int, default=4, help="entity feature vectors given to EGMT (random unit "
                                                             "vectors: timing does not depend on their values)")
@@ -284,16 +287,22 @@ def run_rows(items: list[tuple[Row, Any, set[str]]], frames, detector, seconds: 
              min_frames: int) -> None:
     """Time each ``(row, method, reported)`` through the pipeline (and the detector) on ``frames``; fills the rows.
 
-    Several items are timed round-robin, one frame each in turn, for ``seconds`` x their number (``--interleave``):
+    Several items (of any thread counts: each frame runs with its row's) are timed round-robin, one frame each in
+    turn, for ``seconds`` x their number (``--interleave``):
     a change of the machine's load then hits every row alike. ``reported``: setup steps of that method already
     counted in an earlier row (updated here). A row's wall time is the sum of its frames' total times.
     """
+    import cv2
+    import torch
+
     from egmt_ros.fusion.pipeline import FusionPipeline
 
     pipes = [FusionPipeline(method) for _, method, _ in items]
 
     def one(k: int, i: int) -> dict[str, float]:
         thermal, rgb = frames[i % len(frames)]
+        torch.set_num_threads(items[k][0].threads)  # rows of several thread counts may take turns (~1 us)
+        cv2.setNumThreads(items[k][0].threads)
         t0 = time.perf_counter()
         res = pipes[k].process(thermal, rgb, "bgr8", stamp=float(i))
         times = dict(res.timings)
@@ -379,16 +388,17 @@ def write_outputs(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -
     return md, csv
 
 
-def _run_group(built, mode: str, args: argparse.Namespace, size: tuple[int, int], nthreads: int, frames,
-               detector, many: bool = False):
+def _run_group(built, mode: str, args: argparse.Namespace, size: tuple[int, int], frames, detector,
+               many: bool = False):
     """Time the built methods in one mode (round-robin when several); the rows as dicts (a list if ``many``)."""
     items = []
-    for name, backend, method, weights, reported, diff in built:
+    for name, backend, method, weights, reported, diff, nthreads in built:
         row = Row(name, weights, backend or "-", args.device if backend else "cpu", args.dtype if backend else "-",
                   nthreads, mode, size[0], size[1], max_abs_diff=diff)
         items.append((row, method, reported))
-    print(f"[bench_pipeline] threads={nthreads} mode={mode}: "
-          + ", ".join(f"{r.method}/{r.backend}" for r, _, _ in items) + " ...", file=sys.stderr, flush=True)
+    print(f"[bench_pipeline] mode={mode}: "
+          + ", ".join(f"{r.method}/{r.backend}/{r.threads}t" for r, _, _ in items) + " ...", file=sys.stderr,
+          flush=True)
     run_rows(items, frames, detector if mode == "fusion+detection" else None, args.seconds, args.warmup,
              args.min_frames)
     out = []
@@ -451,10 +461,10 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     rows: list[Any] = []
     with tempfile.TemporaryDirectory(prefix="egmt_bench_") as tmpdir:
         tmp = Path(tmpdir)
+        built: list[tuple] = []  # (name, backend, method, weights, reported setup keys, max diff, threads)
         for nthreads in threads:
-            torch.set_num_threads(nthreads)
+            torch.set_num_threads(nthreads)  # before building: inductor compiles for the current thread count
             cv2.setNumThreads(nthreads)
-            built = []  # (name, backend, method, weights, reported setup keys)
             for name in methods:
                 for backend in (backends if is_egmt(name) else [None]):
                     t0 = time.perf_counter()
@@ -466,15 +476,15 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                         diff = parity_vs_eager(method, frames, args.parity_frames)
                         print(f"[bench_pipeline]   max |diff| vs torch eager float32: {diff:.3g}", file=sys.stderr,
                               flush=True)
-                    built.append((name, backend, method, weights, set(), diff))
+                    built.append((name, backend, method, weights, set(), diff, nthreads))
                     if not args.interleave:
                         for mode in modes:
-                            rows.append(_run_group([built[-1]], mode, args, size, nthreads, frames, detector))
-                        built[-1] = (name, backend, None, weights, set(), diff)  # free the model
-            if args.interleave:
-                for mode in modes:
-                    rows.extend(_run_group(built, mode, args, size, nthreads, frames, detector, many=True))
-            del built
+                            rows.append(_run_group([built[-1]], mode, args, size, frames, detector))
+                        built[-1] = (name, backend, None, weights, set(), diff, nthreads)  # free the model
+        if args.interleave:  # every method of every thread count takes turns, per mode
+            for mode in modes:
+                rows.extend(_run_group(built, mode, args, size, frames, detector, many=True))
+        del built
     la1 = load_avg()
     mem = mem_gib()
     gpu = gpu_name()
