@@ -112,6 +112,25 @@ def test_pairs_at_30hz_with_jitter_keep_stamps_and_equal_the_cli_path(spawn, cli
         assert np.array_equal(image_to_numpy(m), want)
 
 
+def test_shipped_model_with_backend_and_threads_equals_the_cli_path(spawn, client, pair) -> None:
+    """The default method (egmt_rt, the shipped weights) in the node, on ONNX Runtime with 1 intra-op thread:
+    the parameters reach the backend (diagnostics) and the output is the CLI path's (torch eager) within 8-bit
+    rounding of the two engines' float differences."""
+    thermal, bgr = pair
+    start_fusion_node(spawn, "model.method:=egmt_rt", "model.backend:=onnxruntime", "model.threads:=1")
+    client.wait_for_subscribers(timeout=120)
+    t = client.now()
+    client.publish_thermal(thermal, "mono8", t)
+    client.publish_rgb(bgr, "bgr8", t)
+    client.wait_until(lambda: client.messages("/egmt/fused") and client.diagnostics("fusion"), 120, "a fused image")
+    d = client.diagnostics("fusion")[-1][2]
+    assert (d["method"], d["backend"], d["backend_threads"]) == ("egmt_rt", "onnxruntime", "1"), str(d)
+    got = image_to_numpy(client.messages("/egmt/fused")[0]).astype(int)
+    fused = fuse_images(get_method("egmt_rt"), thermal / np.float32(255.0), bgr[:, :, ::-1] / np.float32(255.0))
+    want = to_uint8(fused)[:, :, ::-1].astype(int)
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1
+
+
 def test_thermal_30hz_rgb_15hz_counts_unmatched(spawn, client, pair) -> None:
     thermal, bgr = pair
     start_fusion_node(spawn, "sync.slop:=0.01")

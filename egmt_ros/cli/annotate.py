@@ -16,9 +16,11 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from egmt_ros.entities.loading import ensure_offline
 
@@ -53,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
                                      + ", ".join(DEFAULT_CLASSES) + ")")
     p.add_argument("--detector-weights", help="detector weights (default: the YOLO11n model under the data root)")
     p.add_argument("--conf", type=float, default=0.25, help="detector confidence threshold")
+    p.add_argument("--modalities", default="vi,ir,fused",
+                   help="images the detector sees (--source detector): any of vi, ir, fused (comma-separated)")
+    p.add_argument("--tiles", type=int, default=2, help="--source detector: also detect on an N x N grid of "
+                                                        "overlapping tiles (small, distant objects); 1 = whole image only")
+    p.add_argument("--all-detector-classes", action="store_true",
+                   help="--source detector: every class the detector knows becomes an entity (default: only the "
+                        "multi-label classes of --classes)")
+    p.add_argument("--fusion", default="egmt_rt", help="fusion method that makes the 'fused' image (default: the "
+                                                       "shipped egmt_rt)")
     p.add_argument("--text-encoder", default=MINILM_ID, help="text encoder whose latency is measured and whose id "
                                                              "is written as text_encoder")
     p.add_argument("--max-entities", type=int, default=8, help="entities per record")
@@ -96,6 +107,21 @@ def make_record(name: str, dataset: str, ir_rel: str, vi_rel: str, ents: EntityS
             "labels": multi_hot(ents.texts, classes)}
 
 
+def _modalities(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(m.strip() for m in args.modalities.split(",") if m.strip())
+
+
+def fused_maker(args: argparse.Namespace) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+    """``(ir, vi) -> fused`` with ``--fusion`` when the detector is to see the fused image, else None."""
+    if args.source != "detector" or "fused" not in _modalities(args):
+        return None
+    from egmt_ros.fusion.methods import get_method
+    from egmt_ros.fusion.pipeline import fuse_images
+
+    method = get_method(args.fusion)
+    return lambda ir, vi: fuse_images(method, ir, vi)
+
+
 def build_source(args: argparse.Namespace) -> Any:
     """The entity source the arguments ask for (models are loaded here)."""
     from egmt_ros.entities import sources
@@ -105,10 +131,12 @@ def build_source(args: argparse.Namespace) -> Any:
             raise SystemExit("--source vocabulary needs --vocabulary w1,w2,...")
         return sources.VocabularyEntitySource(args.vocabulary, args.vocabulary_score)
     if args.source == "detector":
-        return sources.DetectorEntitySource(modalities=("vi", "ir"), vocabulary=args.vocabulary,
+        return sources.DetectorEntitySource(modalities=_modalities(args), vocabulary=args.vocabulary,
                                             vocabulary_score=args.vocabulary_score,
                                             max_entities=args.max_entities, weights=args.detector_weights,
-                                            conf=args.conf)
+                                            conf=args.conf, tiles=args.tiles,
+                                            classes=None if args.all_detector_classes else
+                                            parse_class_list(args.classes))
     if not args.captioner:
         raise SystemExit("--source caption needs --captioner (a BLIP-2 model id in the HF cache or a local folder)")
     from egmt_ros.entities.captioner import Blip2Captioner
@@ -170,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     source = build_source(args)
+    fuse = fused_maker(args)
     encoder = get_text_encoder(args.text_encoder)
     doc["text_encoder"] = str(getattr(encoder, "id", args.text_encoder))
     # the "encode" stage is timed without the label cache (the cost of a new label); the nodes cache by label
@@ -185,13 +214,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.source == "detector":  # the first inference compiles/warms the model: keep it out of the latencies
         ir0, vi0 = load_pair(todo[0][3], todo[0][4])
-        source.extract(ir0, vi0, 0.0)
+        source.extract(ir0, vi0, 0.0, fused=fuse(ir0, vi0) if fuse else None)
 
     new = 0
     try:
         for folder, dname, stem, ir_path, vi_path in tqdm(todo, desc="annotate", unit="pair", file=sys.stderr):
             ir, vi = load_pair(ir_path, vi_path)
-            ents = source.extract(ir, vi, stamp=0.0)
+            fused = None
+            if fuse is not None:
+                with times.time("fuse"):
+                    fused = fuse(ir, vi)
+            ents = source.extract(ir, vi, stamp=0.0, fused=fused)
             times.add_all(source.last_timings)
             if ents.texts:
                 with times.time("encode"):

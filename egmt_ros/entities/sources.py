@@ -7,6 +7,8 @@ seconds each stage took in the last call (``detect``, ``caption``, ``extract``),
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -95,19 +97,47 @@ class VocabularyEntitySource:
         return EntitySet(stamp, [Entity(w, self.score, "vocabulary") for w in self.vocabulary])
 
 
+def tile_boxes(width: int, height: int, n: int, overlap: float = 0.25) -> list[tuple[int, int, int, int]]:
+    """The whole image, then (for n > 1) an n x n grid of tiles overlapping by ``overlap`` of a tile:
+    ``[(x0, y0, x1, y1), ...]`` in pixels; every pixel lies in at least one tile."""
+    boxes = [(0, 0, width, height)]
+    if n <= 1:
+        return boxes
+    tw = math.ceil(width / (n - (n - 1) * overlap))
+    th = math.ceil(height / (n - (n - 1) * overlap))
+    for i in range(n):
+        for j in range(n):
+            x0 = width - tw if j == n - 1 else round(j * tw * (1 - overlap))
+            y0 = height - th if i == n - 1 else round(i * th * (1 - overlap))
+            boxes.append((x0, y0, x0 + tw, y0 + th))
+    return boxes
+
+
+def _shifted(det: Any, dx: int, dy: int) -> Any:
+    """A detection of a tile with its box moved to the coordinates of the whole image."""
+    x1, y1, x2, y2 = det.box_xyxy
+    return dataclasses.replace(det, box_xyxy=(x1 + dx, y1 + dy, x2 + dx, y2 + dy))
+
+
 class DetectorEntitySource:
     """Entities = the detector's class names on the keyframe's images; score = the best detection per class.
 
     ``modalities`` picks the images given to the detector among ``"fused"``, ``"vi"`` and ``"ir"`` (grey IR is
     replicated to 3 channels); the detections of all of them are pooled. Images that are None in a call are skipped
-    (at least one must be there). Detected classes come first, by score; then the words of ``vocabulary`` that were
-    not detected (``vocabulary_score``, source "vocabulary"); at most ``max_entities``.
+    (at least one must be there). ``tiles`` = n > 1 also runs the detector on an n x n grid of overlapping tiles
+    (:func:`tile_boxes`, 25 % overlap) of each image: the detector scales each tile to its input size, so objects
+    n times smaller are found (TNO's distant thermal people are 10 - 20 px tall; a 640-px detector misses them in
+    the whole frame). Tile boxes are mapped back to image coordinates in ``last_detections``. Detected classes
+    come first, by score; then the words of ``vocabulary`` that were not detected (``vocabulary_score``, source
+    "vocabulary"); at most ``max_entities``. ``classes``: keep only these detector classes (names the detector does
+    not know are ignored), e.g. the multi-label class list, so tiles of bushes do not become "broccoli".
     ``detector`` is an ``egmt_ros.detection.detector.Detector`` (built with ``weights``/``conf`` when None).
     """
 
     def __init__(self, detector: Any = None, modalities: Sequence[str] = ("vi",),
                  vocabulary: str | Sequence[str] | None = None, vocabulary_score: float = 1.0,
-                 max_entities: int = MAX_ENTITIES, weights: str | None = None, conf: float = 0.25) -> None:
+                 max_entities: int = MAX_ENTITIES, weights: str | None = None, conf: float = 0.25,
+                 tiles: int = 1, classes: Sequence[str] | None = None) -> None:
         bad = [m for m in modalities if m not in ("fused", "vi", "ir")]
         if bad or not modalities:
             raise ValueError(f"modalities must be among 'fused', 'vi', 'ir', got {list(modalities)}")
@@ -115,7 +145,13 @@ class DetectorEntitySource:
             from egmt_ros.detection.detector import Detector
 
             detector = Detector(weights=weights, conf=conf)
+        if tiles < 1:
+            raise ValueError(f"tiles must be >= 1, got {tiles}")
+        if classes is not None:  # only these detector classes become entities (the detector's names that match)
+            known = {n.lower() for n in detector.class_names}
+            detector.set_classes([c for c in classes if c.lower() in known])
         self.detector = detector
+        self.tiles = int(tiles)
         self.modalities = tuple(modalities)
         self.vocabulary = parse_vocabulary(vocabulary)
         self.vocabulary_score = float(vocabulary_score)
@@ -131,10 +167,17 @@ class DetectorEntitySource:
         if not names:
             raise ValueError(f"none of the images {list(self.modalities)} was given")
         images = [given[m] if given[m].ndim == 3 else np.repeat(given[m][:, :, None], 3, axis=2) for m in names]
+        views: list[tuple[int, tuple[int, int, int, int]]] = []  # (image index, tile box x0, y0, x1, y1)
+        for k, im in enumerate(images):
+            views += [(k, box) for box in tile_boxes(im.shape[1], im.shape[0], self.tiles)]
+        crops = [images[k][y0:y1, x0:x1] for k, (x0, y0, x1, y1) in views]
         t0 = time.perf_counter()
-        results = self.detector.detect_batch(images) if hasattr(self.detector, "detect_batch") \
-            else [self.detector.detect(im) for im in images]
+        per_view = self.detector.detect_batch(crops) if hasattr(self.detector, "detect_batch") \
+            else [self.detector.detect(im) for im in crops]
         self.last_timings = {"detect": time.perf_counter() - t0}
+        results: list[list[Any]] = [[] for _ in images]
+        for (k, (x0, y0, _, _)), dets in zip(views, per_view):
+            results[k] += [d if (x0, y0) == (0, 0) else _shifted(d, x0, y0) for d in dets]
         self.last_detections = dict(zip(names, results))
         best: dict[str, float] = {}
         for dets in results:

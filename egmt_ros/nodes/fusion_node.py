@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "model.device": "cpu",
     "model.backend": "torch",
     "model.dtype": "float32",
+    "model.threads": 0,
     "input_timeout": 2.0,
     "max_stamp_lag": 5.0,
     "entities.max_age": 60.0,
@@ -124,6 +125,8 @@ class FusionNode(EgmtNode):
         if name.startswith("egmt"):
             kwargs = {"device": param(self, "model.device"), "backend": param(self, "model.backend"),
                       "dtype": param(self, "model.dtype")}
+            if param(self, "model.threads") > 0:
+                kwargs["threads"] = param(self, "model.threads")
             if param(self, "model.path"):
                 kwargs["model"] = param(self, "model.path")
         return get_method(name, **kwargs)
@@ -314,6 +317,9 @@ class FusionNode(EgmtNode):
             "entities": ",".join(self.entities), "active_effects": "; ".join(self.effects.describe()),
             "detections_received": self.detections_received,
         }
+        backend = getattr(self.method, "backend", None)
+        if backend is not None and hasattr(backend, "info"):  # EGMT: threads, device, dtype, providers ...
+            values.update({f"backend_{k}": v for k, v in backend.info().items() if k != "backend"})
         for k, w in self.lat.items():
             p50, p99 = w.percentiles_ms(50, 99)
             values[f"{k}_ms_p50"], values[f"{k}_ms_p99"] = p50, p99
