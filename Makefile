@@ -8,6 +8,7 @@ VENV := $(CURDIR)/.venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.egmt_installed
 SAMPLE ?=
+PARAMS ?=
 EGMT_DATA ?= $(abspath $(CURDIR)/../shared/data)
 export EGMT_DATA
 # ROS 2 environment for the pip wheels (an apt install sources /opt/ros/<distro>/setup.bash instead).
@@ -59,7 +60,7 @@ test: build chromium
 
 demo: build
 	@$(ROS_ENV); source install/setup.bash; \
-	$(VPY) -m egmt_ros.cli.demo $(if $(SAMPLE),--sample $(SAMPLE),) --out out/demo
+	$(VPY) -m egmt_ros.cli.demo $(if $(SAMPLE),--sample $(SAMPLE),) $(foreach p,$(PARAMS),-p $(p)) --out out/demo
 
 clean:
 	rm -rf build install log build_interfaces install_interfaces out

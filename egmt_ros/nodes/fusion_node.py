@@ -81,9 +81,9 @@ class FusionNode(EgmtNode):
         self.pairer = StampPairer(param(self, "sync.slop"), param(self, "sync.queue_size"))
         self.method = self._load_method()
         self.effects = EffectStack(param(self, "effects.feather"), param(self, "effects.max_detection_age"))
+        self._text_encoder = self._load_text_encoder()
         self.parser = CommandParser(DEFAULT_CLASSES, encoder=self._encode_words if param(
             self, "command.use_text_encoder") else None, min_similarity=param(self, "command.min_similarity"))
-        self._text_encoder = None
         self._seen_classes: set[str] = set(DEFAULT_CLASSES)
         self.pipeline = FusionPipeline(
             self.method,
@@ -230,12 +230,21 @@ class FusionNode(EgmtNode):
                 self.parser.set_vocabulary(sorted(self._seen_classes | set(self.entities)))
 
     # ---------------------------------------------------------------- text commands (TeRF)
-    def _encode_words(self, words):
-        """Text features for synonym resolution (the model's text encoder, loaded on first use)."""
-        if self._text_encoder is None:
+    def _load_text_encoder(self):
+        """The one text encoder of the node, loaded at start-up so that the first entities or command never stall
+        the fused stream (MiniLM takes seconds to load): the model's own when it uses entities (EGMT), else
+        MiniLM when text commands resolve unknown words by similarity (``command.use_text_encoder``), else None."""
+        config = getattr(getattr(self.method, "model", None), "config", None)
+        if config is not None and getattr(config, "uses_text", False) and hasattr(self.method, "text_encoder"):
+            return self.method.text_encoder
+        if param(self, "command.use_text_encoder"):
             from egmt_ros.model.text import MiniLMEncoder
 
-            self._text_encoder = MiniLMEncoder()
+            return MiniLMEncoder()
+        return None
+
+    def _encode_words(self, words):
+        """Text features for synonym resolution (the node's text encoder)."""
         return self._text_encoder.encode(list(words))
 
     def handle_command(self, text: str) -> tuple[bool, str]:
@@ -282,10 +291,11 @@ class FusionNode(EgmtNode):
 
     def _fuse_pair(self, pair) -> None:
         t0 = time.perf_counter()
-        with self._lock:
-            if self._entities_dirty and hasattr(self.method, "set_entities"):
-                self.method.set_entities(list(self.entities))
+        with self._lock:  # only the worker calls the method: encode the entities outside the lock
+            entities = list(self.entities) if self._entities_dirty else None
             self._entities_dirty = False
+        if entities is not None and hasattr(self.method, "set_entities"):
+            self.method.set_entities(entities)
         thermal, _ = pair.thermal.data
         rgb, rgb_encoding, frame_id = pair.rgb.data
         rgb_enc = "bgr8" if rgb_encoding.startswith("bgr") else ("rgb8" if rgb.ndim == 3 else "mono8")

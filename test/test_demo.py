@@ -1,0 +1,47 @@
+"""The demo (``make demo``'s CLI) end to end on the first frames of the default sample: bag -> whole graph (bringup,
+egmt_rt) -> recorded outputs -> evaluation -> report.html, which headless Chromium must render with its images and
+the summary table."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+
+from egmt_ros import report
+
+FRAMES = 45
+
+
+def test_demo_produces_a_report_that_renders(ros_domain, data_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    env = dict(os.environ, EGMT_DATA=str(data_root))  # ros_domain put this test's ROS_DOMAIN_ID in os.environ
+    proc = subprocess.run([sys.executable, "-m", "egmt_ros.cli.demo", "--max-frames", str(FRAMES), "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    page = out.resolve() / "report.html"
+    assert f"report: {page}" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames_in"] == FRAMES and 1 <= summary["frames_fused"] <= FRAMES
+    assert summary["compared_frames"] >= 1 and summary["persons_per_frame_fused"] is not None
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("demo: ")][-1]
+    assert f"{summary['frames_fused']} frames fused of {FRAMES} pairs" in line and "visible-only" in line
+
+    text = page.read_text()
+    assert "<h2>Summary</h2><table>" in text
+    assert re.search(r"<td>fused frames</td><td>\s*" + str(summary["frames_fused"]) + r"\s*</td>", text), \
+        "the summary table shows the fused frame count"
+    images = re.findall(r'<img src="([^"]+)"', text)
+    assert {"contact_sheet.png", "latency_over_time.png"} <= set(images), images
+    for name in images:
+        img = cv2.imread(str(out / name))
+        assert img is not None and img.std() > 5, f"{name} is an image with content"
+    assert report.html_problems(page) == []  # every <img> decoded in Chromium, no script or load errors
+    shot = report.screenshot_html(page, tmp_path / "report.png", width=1200, height=1400)
+    grey = cv2.imread(str(shot), cv2.IMREAD_GRAYSCALE)
+    assert grey.shape == (1400, 1200) and grey.std() > 20 and (grey < 100).mean() > 0.01  # not blank
