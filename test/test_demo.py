@@ -36,7 +36,7 @@ def test_demo_produces_a_report_that_renders(ros_domain, data_root: Path, tmp_pa
     assert "<h2>Summary</h2><table>" in text
     assert re.search(r"<td>fused frames</td><td>\s*" + str(summary["frames_fused"]) + r"\s*</td>", text), \
         "the summary table shows the fused frame count"
-    images = re.findall(r'<img src="([^"]+)"', text)
+    images = re.findall(r'<img[^>]*\bsrc="([^"]+)"', text)
     assert {"contact_sheet.png", "latency_over_time.png"} <= set(images), images
     for name in images:
         img = cv2.imread(str(out / name))

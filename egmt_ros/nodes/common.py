@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from typing import Any, Callable, Mapping
 
@@ -73,8 +75,16 @@ def make_status(name: str, level: bytes, message: str, values: Mapping[str, Any]
                             message=message, hardware_id=hardware_id, values=kv)
 
 
+#: Python's GIL switch interval in the node processes (default 0.005 s).
+SWITCH_INTERVAL_S = float(os.environ.get("EGMT_SWITCH_INTERVAL_S", "0.0005"))
+
+
 def run_node(*factories: Callable[[], Node], args: list[str] | None = None) -> None:
     """``rclpy.init``, build the nodes, spin them on one multi-threaded executor until Ctrl-C, clean up."""
+    # The nodes' compute threads (torch, OpenVINO) release the GIL for every operation and must win it back from
+    # the executor's threads: with Python's default 5 ms switch interval a torch eager model of a few hundred
+    # operations ran ~10x slower under 30 Hz camera input (measured, docs/performance.md).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     rclpy.init(args=args)
     nodes: list[Node] = []
     try:

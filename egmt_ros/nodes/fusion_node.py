@@ -12,6 +12,7 @@ blocks the cameras' callbacks and memory stays bounded. All algorithmic work is 
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -125,8 +126,7 @@ class FusionNode(EgmtNode):
         if name.startswith("egmt"):
             kwargs = {"device": param(self, "model.device"), "backend": param(self, "model.backend"),
                       "dtype": param(self, "model.dtype")}
-            if param(self, "model.threads") > 0:
-                kwargs["threads"] = param(self, "model.threads")
+            kwargs["threads"] = param(self, "model.threads") or max(1, (os.cpu_count() or 2) // 2)
             if param(self, "model.path"):
                 kwargs["model"] = param(self, "model.path")
         return get_method(name, **kwargs)
