@@ -202,3 +202,35 @@ def test_entities_json_labels(tmp_path: Path) -> None:
     assert bench.sheet_title("tinyA", "a02", ent) == "a02: road"
     assert bench.sheet_title("tinyA", "a03", ent) == "a03"
     assert bench.load_entities(None, tmp_path / "nowhere") == {}
+
+
+def test_checkpoint_methods_are_run_and_scored_beside_registered_ones(tmp_path: Path) -> None:
+    """``--methods NAME=CHECKPOINT`` runs an EGMT checkpoint (here a tiny random one) as its own row, in the main
+    process and in the --jobs worker processes alike, with the same scores."""
+    import torch
+
+    from egmt_ros.model.checkpoint import save_checkpoint
+    from egmt_ros.model.config import rt_config
+    from egmt_ros.model.network import EGMT
+    torch.manual_seed(0)
+    model = EGMT(rt_config(channels=8, heads=2, window=4, scale=4, detail_channels=4, text_dim=16,
+                           text_encoder="hash-16", num_classes=3))
+    torch.nn.init.normal_(model.recon.out.weight, std=0.1)  # (zero-initialised: the output would ignore the net)
+    ckpt = save_checkpoint(tmp_path / "tiny.pt", model, {"training_data": "test"})
+    for i, stem in enumerate(("p1", "p2")):
+        ir, vi = _pair(i)
+        save_image(tmp_path / "ds" / "ir" / f"{stem}.png", ir)
+        save_image(tmp_path / "ds" / "vi" / f"{stem}.png", vi)
+    rows = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"out{jobs}"
+        assert bench.main(["--data", str(tmp_path / "ds"), "--methods", f"average,tiny_egmt={ckpt}", "--metrics",
+                           "SSIM,EN", "--jobs", jobs, "--repeat", "1", "--quiet", "--out", str(out)]) == 0
+        rows[jobs] = {r["method"]: r for r in _read_csv(out / "ds" / "results.csv")}
+        assert set(rows[jobs]) == {"average", "tiny_egmt"}
+        assert rows[jobs]["tiny_egmt"]["params"] == str(sum(p.numel() for p in model.parameters()))
+    assert rows["1"]["tiny_egmt"]["SSIM_mean"] == rows["2"]["tiny_egmt"]["SSIM_mean"]
+    assert rows["1"]["tiny_egmt"]["SSIM_mean"] != rows["1"]["average"]["SSIM_mean"]
+    rc = bench.main(["--data", str(tmp_path / "ds"), "--methods", f"gone={tmp_path / 'missing.pt'}", "--quiet",
+                     "--out", str(tmp_path / "out3")])
+    assert rc == 2

@@ -60,6 +60,18 @@ class Entry:
     kind: str  # "run" | "fused"
     method: FusionMethod | None = None
     folder: Path | None = None
+    spec: str = ""  # how to build the method again (a registered name, or NAME=CHECKPOINT)
+
+
+def build_method(spec: str) -> tuple[str, FusionMethod]:
+    """``(row name, method)`` of a method spec: a registered name, or ``NAME=CHECKPOINT`` for an EGMT checkpoint
+    (``get_method("egmt", model=CHECKPOINT)``, e.g. one the training CLI wrote)."""
+    name, sep, path = spec.partition("=")
+    if sep:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"checkpoint for {name!r} not found: {path}")
+        return name, get_method("egmt", model=path)
+    return spec, get_method(spec)
 
 
 @dataclass
@@ -101,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", required=True, type=Path, metavar="DIR",
                    help="pair folders (each with ir/ and vi/)")
     p.add_argument("--methods", nargs="*", default=[], metavar="NAMES",
-                   help="registered fusion methods to run, comma separated (e.g. average,max,lp,gff)")
+                   help="fusion methods to run, comma separated: registered names (e.g. egmt_rt,average,max,lp,gff) "
+                        "or NAME=CHECKPOINT for an EGMT checkpoint (e.g. egmt_paper=out/train/best.pt)")
     p.add_argument("--fused", nargs="+", action="extend", default=[], metavar="NAME=DIR",
                    help="score a folder of already fused images (matched to pairs by file stem)")
     p.add_argument("--metrics", nargs="*", default=[], metavar="NAMES",
@@ -151,7 +164,7 @@ def _metric_names(fm, requested: list[str]) -> list[str]:
 
 def _build_entries(method_names: list[str], fused: list[str]) -> list[Entry]:
     known = available()
-    unknown = [m for m in method_names if m not in known]
+    unknown = [m for m in method_names if "=" not in m and m not in known]
     if unknown:
         hint = ""
         if "egmt_rt" in unknown:
@@ -161,7 +174,8 @@ def _build_entries(method_names: list[str], fused: list[str]) -> list[Entry]:
     entries = []
     for n in dict.fromkeys(method_names):
         try:
-            entries.append(Entry(n, "run", method=get_method(n)))
+            label, method = build_method(n)
+            entries.append(Entry(label, "run", method=method, spec=n))
         except (OSError, RuntimeError, ValueError, TypeError, ImportError) as exc:  # e.g. missing weights
             raise BenchError(f"cannot build fusion method {n!r}: {exc}") from exc
     for spec in fused:
@@ -303,7 +317,7 @@ _WORKER: dict = {}
 def _worker_init(run_names: list[str], metrics: list[str]) -> None:
     """Worker process set-up: one OpenCV thread, its own method instances and metric module."""
     cv2.setNumThreads(1)
-    _WORKER["methods"] = {n: get_method(n) for n in run_names}
+    _WORKER["methods"] = dict(build_method(spec) for spec in run_names)
     _WORKER["fm"] = _load_metrics()
     _WORKER["metrics"] = metrics
 
@@ -500,7 +514,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     results: list[DatasetResult] = []
     pool: Executor | None = None
     if args.jobs > 1:
-        run_names = [e.name for e in entries if e.kind == "run"]
+        run_names = [e.spec for e in entries if e.kind == "run"]
         pool = ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_worker_init, initargs=(run_names, metrics))
     try:
