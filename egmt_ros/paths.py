@@ -33,6 +33,17 @@ def data_root(must_exist: bool = False) -> Path:
     return candidates[0].resolve()
 
 
+def shown_path(path: str | Path) -> str:
+    """``path`` as reports write it: ``$EGMT_DATA/...`` inside the data root, relative to the working directory
+    inside it, else as given (so committed reports name no machine's absolute paths)."""
+    p = Path(path).resolve()
+    root = data_root()
+    for base, prefix in ((root, "$EGMT_DATA"), (Path.cwd().resolve(), ".")):
+        if p == base or base in p.parents:
+            return str(Path(prefix) / p.relative_to(base))
+    return str(path)
+
+
 def models_dir() -> Path:
     """Folder of the shipped weights: ``models/`` of the checkout, else ``share/egmt_ros/models`` of the install."""
     if REPO_ROOT is not None and (REPO_ROOT / "models").is_dir():

@@ -433,7 +433,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     import torch
 
     from egmt_ros.model.backends import canonical_backend
-    from egmt_ros.paths import data_root
+    from egmt_ros.paths import data_root, shown_path
 
     size = parse_size(args.size)
     methods = _csv(args.methods)
@@ -495,7 +495,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         "load average (1, 5, 15 min)": f"{la0[0]:.2f}, {la0[1]:.2f}, {la0[2]:.2f} at the start; "
                                        f"{la1[0]:.2f}, {la1[1]:.2f}, {la1[2]:.2f} at the end",
         "software": ", ".join(f"{k} {v}" for k, v in versions().items()),
-        "frames": f"{len(frames)} pairs of {folder} resized to {size[0]}x{size[1]} (mono8 thermal, bgr8 visible)",
+        "frames": f"{len(frames)} pairs of {shown_path(folder)} resized to {size[0]}x{size[1]} (mono8 thermal, bgr8 visible)",
         "settings": f"--seconds {args.seconds:g}, --warmup {args.warmup}, --entities {args.entities}, "
                     f"device {args.device}, dtype {args.dtype}",
     }
@@ -506,7 +506,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                      "(timing does not depend on the weights; random_rt's zero-initialised last decoder conv is "
                      "randomised too, so that its output depends on every layer for the max diff column).")
     if detector is not None:
-        notes.append(f"detector: {detector.weights} (ultralytics predict, imgsz {detector.imgsz}, device "
+        notes.append(f"detector: {shown_path(detector.weights)} (ultralytics predict, imgsz {detector.imgsz}, device "
                      f"{detector.device}); its threads are OpenVINO's default, not --threads.")
     if gpu is None:
         notes.append("GPU: not measured: no device in this session.")
