@@ -115,6 +115,8 @@ def tile_boxes(width: int, height: int, n: int, overlap: float = 0.25) -> list[t
 
 def _shifted(det: Any, dx: int, dy: int) -> Any:
     """A detection of a tile with its box moved to the coordinates of the whole image."""
+    if dx == 0 and dy == 0:
+        return det
     x1, y1, x2, y2 = det.box_xyxy
     return dataclasses.replace(det, box_xyxy=(x1 + dx, y1 + dy, x2 + dx, y2 + dy))
 
@@ -129,8 +131,8 @@ class DetectorEntitySource:
     n times smaller are found (TNO's distant thermal people are 10 - 20 px tall; a 640-px detector misses them in
     the whole frame). Tile boxes are mapped back to image coordinates in ``last_detections``. Detected classes
     come first, by score; then the words of ``vocabulary`` that were not detected (``vocabulary_score``, source
-    "vocabulary"); at most ``max_entities``. ``classes``: keep only these detector classes (names the detector does
-    not know are ignored), e.g. the multi-label class list, so tiles of bushes do not become "broccoli".
+    "vocabulary"); at most ``max_entities``. ``classes``: keep only detections of these class names (names the
+    detector does not know never match), e.g. the multi-label class list, so tiles of bushes do not become "broccoli".
     ``detector`` is an ``egmt_ros.detection.detector.Detector`` (built with ``weights``/``conf`` when None).
     """
 
@@ -147,9 +149,9 @@ class DetectorEntitySource:
             detector = Detector(weights=weights, conf=conf)
         if tiles < 1:
             raise ValueError(f"tiles must be >= 1, got {tiles}")
-        if classes is not None:  # only these detector classes become entities (the detector's names that match)
-            known = {n.lower() for n in detector.class_names}
-            detector.set_classes([c for c in classes if c.lower() in known])
+        #: detector class names (lower case) that may become entities; None: all. Filtered here, so that a
+        #: detector shared with other users keeps its own class filter.
+        self.classes = None if classes is None else {c.strip().lower() for c in classes}
         self.detector = detector
         self.tiles = int(tiles)
         self.modalities = tuple(modalities)
@@ -177,7 +179,8 @@ class DetectorEntitySource:
         self.last_timings = {"detect": time.perf_counter() - t0}
         results: list[list[Any]] = [[] for _ in images]
         for (k, (x0, y0, _, _)), dets in zip(views, per_view):
-            results[k] += [d if (x0, y0) == (0, 0) else _shifted(d, x0, y0) for d in dets]
+            results[k] += [_shifted(d, x0, y0) for d in dets
+                           if self.classes is None or str(d.class_name).strip().lower() in self.classes]
         self.last_detections = dict(zip(names, results))
         best: dict[str, float] = {}
         for dets in results:
