@@ -9,7 +9,7 @@ import pytest
 
 from egmt_ros.entities.extractor import RuleEntityExtractor
 from egmt_ros.entities.sources import (CaptionEntitySource, DetectorEntitySource, Entity,
-                                       VocabularyEntitySource, tile_boxes)
+                                       VocabularyEntitySource, invert_polarity, tile_boxes)
 from egmt_ros.entities.timing import StageTimes
 
 
@@ -64,6 +64,42 @@ def test_detector_source_modalities_and_cap() -> None:
         src.extract(_img(0.5, False), _img(0.5, True), 1.0)  # no fused image given
     with pytest.raises(ValueError):
         DetectorEntitySource(det, modalities=("depth",))
+
+
+def test_invert_polarity_by_dtype() -> None:
+    assert invert_polarity(np.array([[0, 10, 255]], np.uint8)).tolist() == [[255, 245, 0]]
+    inv16 = invert_polarity(np.array([[0, 65535]], np.uint16))
+    assert inv16.dtype == np.uint16 and inv16.tolist() == [[65535, 0]]
+    assert invert_polarity(np.array([[0.0, 0.25, 1.0]], np.float32)).tolist() == [[1.0, 0.75, 0.0]]
+
+
+def test_ir_inverted_modality_and_detector_ensemble() -> None:
+    """The black-hot view is the IR image inverted (mean 0.7 -> 0.3); two detectors see every view and their
+    detections are pooled (best score per class over both)."""
+    first = _FakeDetector({3: [_Det(0, "person", 0.6)], 7: [_Det(2, "car", 0.5)]})
+    second = _FakeDetector({3: [_Det(0, "person", 0.9), _Det(16, "dog", 0.3)]})
+    src = DetectorEntitySource([first, second], modalities=("ir", "ir_inverted"))
+    es = src.extract(_img(0.7, False), None, 0.0)
+    assert [(e.text, e.score) for e in es.entities] == [("person", 0.9), ("car", 0.5), ("dog", 0.3)]
+    assert first.shapes == second.shapes == [(8, 10, 3), (8, 10, 3)]
+    assert [d.class_name for d in src.last_detections["ir_inverted"]] == ["person", "person", "dog"]
+    assert [d.class_name for d in src.last_detections["ir"]] == ["car"]
+    with pytest.raises(ValueError, match="at least one detector"):
+        DetectorEntitySource([])
+
+
+def test_black_hot_ir_finds_the_person_in_tno_04(data_root) -> None:
+    """TNO 04: a person in a trench, warm in the thermal image. YOLO11n finds no person in the white-hot IR
+    image and one (score ~0.87) in its black-hot inversion (docs/entities.md)."""
+    from egmt_ros.data.images import load_pair
+    from egmt_ros.detection.detector import Detector
+
+    ir, vi = load_pair(data_root / "tno42/ir/04.png", data_root / "tno42/vi/04.png")
+    det = Detector()
+    white = DetectorEntitySource(det, modalities=("ir",), classes=["person"]).extract(ir, vi, 0.0)
+    black = DetectorEntitySource(det, modalities=("ir_inverted",), classes=["person"]).extract(ir, vi, 0.0)
+    assert white.texts == []
+    assert black.texts == ["person"] and black.scores[0] > 0.5
 
 
 def test_tile_boxes_cover_the_image_with_overlap() -> None:

@@ -29,7 +29,13 @@ ensure_offline()
 from egmt_ros.data.images import list_pairs, load_pair  # noqa: E402
 from egmt_ros.entities.classes import DEFAULT_CLASSES, multi_hot, parse_class_list  # noqa: E402
 from egmt_ros.entities.encoders import MINILM_ID  # noqa: E402
-from egmt_ros.entities.sources import SOURCES, EntitySet  # noqa: E402
+from egmt_ros.entities.sources import MODALITIES, SOURCES, EntitySet  # noqa: E402
+from egmt_ros.paths import data_root  # noqa: E402
+
+#: The detectors ``--source detector`` pools by default (under the data root): YOLO11n and YOLOv8n, COCO,
+#: INT8 OpenVINO. Together they find people in more TNO scenes than either alone (docs/entities.md).
+DEFAULT_ANNOTATION_DETECTORS = (Path("weights") / "yolo11n_int8_openvino_model",
+                                Path("weights") / "yolov8n_int8_openvino_model")
 from egmt_ros.entities.timing import StageTimes  # noqa: E402
 
 FORMAT_VERSION = 1
@@ -53,10 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocabulary-score", type=float, default=1.0, help="score of vocabulary entities")
     p.add_argument("--classes", help="comma-separated multi-label classes (default: DEFAULT_CLASSES, "
                                      + ", ".join(DEFAULT_CLASSES) + ")")
-    p.add_argument("--detector-weights", help="detector weights (default: the YOLO11n model under the data root)")
+    p.add_argument("--detector-weights", nargs="+", metavar="WEIGHTS",
+                   help="detector weights, one or more (several: an ensemble, detections pooled; default: "
+                        "YOLO11n and YOLOv8n under the data root, weights/yolo11n_int8_openvino_model and "
+                        "weights/yolov8n_int8_openvino_model)")
     p.add_argument("--conf", type=float, default=0.25, help="detector confidence threshold")
-    p.add_argument("--modalities", default="vi,ir,fused",
-                   help="images the detector sees (--source detector): any of vi, ir, fused (comma-separated)")
+    p.add_argument("--modalities", default="vi,ir,ir_inverted,fused",
+                   help=f"images the detector sees (--source detector): any of {', '.join(MODALITIES)} "
+                        "(comma-separated; ir_inverted = the IR image black-hot)")
     p.add_argument("--tiles", type=int, default=2, help="--source detector: also detect on an N x N grid of "
                                                         "overlapping tiles (small, distant objects); 1 = whole image only")
     p.add_argument("--all-detector-classes", action="store_true",
@@ -133,7 +143,9 @@ def build_source(args: argparse.Namespace) -> Any:
     if args.source == "detector":
         return sources.DetectorEntitySource(modalities=_modalities(args), vocabulary=args.vocabulary,
                                             vocabulary_score=args.vocabulary_score,
-                                            max_entities=args.max_entities, weights=args.detector_weights,
+                                            max_entities=args.max_entities,
+                                            weights=args.detector_weights or [
+                                                str(data_root() / p) for p in DEFAULT_ANNOTATION_DETECTORS],
                                             conf=args.conf, tiles=args.tiles,
                                             classes=None if args.all_detector_classes else
                                             parse_class_list(args.classes))

@@ -19,6 +19,8 @@ import numpy as np
 from egmt_ros.entities.extractor import MAX_ENTITIES, EntityExtractor, merge_entities, normalize_entity
 
 SOURCES = ("detector", "caption", "vocabulary")
+#: Images a :class:`DetectorEntitySource` can look at; "ir_inverted" is the IR image in black-hot polarity.
+MODALITIES = ("fused", "vi", "ir", "ir_inverted")
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,16 @@ def tile_boxes(width: int, height: int, n: int, overlap: float = 0.25) -> list[t
     return boxes
 
 
+def invert_polarity(image: np.ndarray) -> np.ndarray:
+    """White-hot IR -> black-hot (the display mode most thermal cameras offer): ``max - image`` for integer
+    dtypes (255 for uint8), ``1 - image`` for float images in [0, 1]. Warm people then look dark on a light
+    background, as people in dark clothes do in daylight photos, which a detector trained on COCO knows."""
+    img = np.asarray(image)
+    if np.issubdtype(img.dtype, np.integer):
+        return np.iinfo(img.dtype).max - img
+    return 1.0 - img
+
+
 def _shifted(det: Any, dx: int, dy: int) -> Any:
     """A detection of a tile with its box moved to the coordinates of the whole image."""
     if dx == 0 and dy == 0:
@@ -124,8 +136,9 @@ def _shifted(det: Any, dx: int, dy: int) -> Any:
 class DetectorEntitySource:
     """Entities = the detector's class names on the keyframe's images; score = the best detection per class.
 
-    ``modalities`` picks the images given to the detector among ``"fused"``, ``"vi"`` and ``"ir"`` (grey IR is
-    replicated to 3 channels); the detections of all of them are pooled. Images that are None in a call are skipped
+    ``modalities`` picks the images given to the detector among ``"fused"``, ``"vi"``, ``"ir"`` and
+    ``"ir_inverted"`` (:func:`invert_polarity`; grey IR is replicated to 3 channels); the detections of all of them
+    are pooled. Images that are None in a call are skipped
     (at least one must be there). ``tiles`` = n > 1 also runs the detector on an n x n grid of overlapping tiles
     (:func:`tile_boxes`, 25 % overlap) of each image: the detector scales each tile to its input size, so objects
     n times smaller are found (TNO's distant thermal people are 10 - 20 px tall; a 640-px detector misses them in
@@ -133,26 +146,32 @@ class DetectorEntitySource:
     come first, by score; then the words of ``vocabulary`` that were not detected (``vocabulary_score``, source
     "vocabulary"); at most ``max_entities``. ``classes``: keep only detections of these class names (names the
     detector does not know never match), e.g. the multi-label class list, so tiles of bushes do not become "broccoli".
-    ``detector`` is an ``egmt_ros.detection.detector.Detector`` (built with ``weights``/``conf`` when None).
+    ``detector`` is an ``egmt_ros.detection.detector.Detector`` or a list of them (an ensemble: every detector
+    sees every view, detections are pooled); when None, one Detector per entry of ``weights`` (a path or a list of
+    paths; None: the default model) with ``conf``.
     """
 
     def __init__(self, detector: Any = None, modalities: Sequence[str] = ("vi",),
                  vocabulary: str | Sequence[str] | None = None, vocabulary_score: float = 1.0,
-                 max_entities: int = MAX_ENTITIES, weights: str | None = None, conf: float = 0.25,
-                 tiles: int = 1, classes: Sequence[str] | None = None) -> None:
-        bad = [m for m in modalities if m not in ("fused", "vi", "ir")]
+                 max_entities: int = MAX_ENTITIES, weights: str | Sequence[str] | None = None,
+                 conf: float = 0.25, tiles: int = 1, classes: Sequence[str] | None = None) -> None:
+        bad = [m for m in modalities if m not in MODALITIES]
         if bad or not modalities:
-            raise ValueError(f"modalities must be among 'fused', 'vi', 'ir', got {list(modalities)}")
+            raise ValueError(f"modalities must be among {', '.join(MODALITIES)}; got {list(modalities)}")
         if detector is None:
             from egmt_ros.detection.detector import Detector
 
-            detector = Detector(weights=weights, conf=conf)
+            paths = [weights] if weights is None or isinstance(weights, str) else list(weights)
+            detector = [Detector(weights=w, conf=conf) for w in paths]
+        detectors = list(detector) if isinstance(detector, (list, tuple)) else [detector]
+        if not detectors:
+            raise ValueError("at least one detector is needed")
         if tiles < 1:
             raise ValueError(f"tiles must be >= 1, got {tiles}")
         #: detector class names (lower case) that may become entities; None: all. Filtered here, so that a
         #: detector shared with other users keeps its own class filter.
         self.classes = None if classes is None else {c.strip().lower() for c in classes}
-        self.detector = detector
+        self.detectors = detectors
         self.tiles = int(tiles)
         self.modalities = tuple(modalities)
         self.vocabulary = parse_vocabulary(vocabulary)
@@ -164,7 +183,7 @@ class DetectorEntitySource:
     def extract(self, ir: np.ndarray | None, vi: np.ndarray | None, stamp: float,
                 fused: np.ndarray | None = None) -> EntitySet:
         """Run the detector on the chosen images (one batch) and pool the class names."""
-        given = {"fused": fused, "vi": vi, "ir": ir}
+        given = {"fused": fused, "vi": vi, "ir": ir, "ir_inverted": None if ir is None else invert_polarity(ir)}
         names = [m for m in self.modalities if given[m] is not None]
         if not names:
             raise ValueError(f"none of the images {list(self.modalities)} was given")
@@ -174,13 +193,14 @@ class DetectorEntitySource:
             views += [(k, box) for box in tile_boxes(im.shape[1], im.shape[0], self.tiles)]
         crops = [images[k][y0:y1, x0:x1] for k, (x0, y0, x1, y1) in views]
         t0 = time.perf_counter()
-        per_view = self.detector.detect_batch(crops) if hasattr(self.detector, "detect_batch") \
-            else [self.detector.detect(im) for im in crops]
+        runs = [det.detect_batch(crops) if hasattr(det, "detect_batch") else [det.detect(im) for im in crops]
+                for det in self.detectors]
         self.last_timings = {"detect": time.perf_counter() - t0}
         results: list[list[Any]] = [[] for _ in images]
-        for (k, (x0, y0, _, _)), dets in zip(views, per_view):
-            results[k] += [_shifted(d, x0, y0) for d in dets
-                           if self.classes is None or str(d.class_name).strip().lower() in self.classes]
+        for per_view in runs:
+            for (k, (x0, y0, _, _)), dets in zip(views, per_view):
+                results[k] += [_shifted(d, x0, y0) for d in dets
+                               if self.classes is None or str(d.class_name).strip().lower() in self.classes]
         self.last_detections = dict(zip(names, results))
         best: dict[str, float] = {}
         for dets in results:
