@@ -79,3 +79,19 @@ def test_annotate_vocabulary_source_and_classes(data_root: Path, tmp_path: Path)
         assert r["labels"] == [1, 1, 0]  # "pedestrian" counts as person
     with pytest.raises(SystemExit):
         main(["--data", str(data_root / "msrs_train5"), "--out", str(tmp_path / "x.json"), "--source", "vocabulary"])
+
+
+def test_annotate_missing_detector_weights_names_the_path(data_root: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data root without the second default detector (YOLOv8n): a one-line error naming the folder looked
+    for, and no output file."""
+    (tmp_path / "root" / "weights").mkdir(parents=True)
+    (tmp_path / "root" / "weights" / "yolo11n_int8_openvino_model").symlink_to(
+        data_root / "weights" / "yolo11n_int8_openvino_model")
+    monkeypatch.setenv("EGMT_DATA", str(tmp_path / "root"))
+    out = tmp_path / "ann.json"
+    with pytest.raises(SystemExit) as exc:
+        main(["--data", str(data_root / "msrs_train5"), "--out", str(out), "--max-pairs", "1"])
+    assert "annotate:" in str(exc.value)
+    assert str(tmp_path / "root" / "weights" / "yolov8n_int8_openvino_model") in str(exc.value)
+    assert not out.exists()

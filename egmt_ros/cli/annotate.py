@@ -209,9 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     t0 = time.perf_counter()
-    source = build_source(args)
-    fuse = fused_maker(args)
-    encoder = get_text_encoder(args.text_encoder)
+    try:
+        source = build_source(args)
+        fuse = fused_maker(args)
+        encoder = get_text_encoder(args.text_encoder)
+    except FileNotFoundError as exc:  # missing weights (ModelNotFoundError too): the message says where it looked
+        raise SystemExit(f"annotate: {exc}") from exc
     doc["text_encoder"] = str(getattr(encoder, "id", args.text_encoder))
     # the "encode" stage is timed without the label cache (the cost of a new label); the nodes cache by label
     if "use_cache" in inspect.signature(encoder.encode).parameters:
