@@ -30,13 +30,13 @@ from egmt_ros.data.images import list_pairs, load_pair  # noqa: E402
 from egmt_ros.entities.classes import DEFAULT_CLASSES, multi_hot, parse_class_list  # noqa: E402
 from egmt_ros.entities.encoders import MINILM_ID  # noqa: E402
 from egmt_ros.entities.sources import MODALITIES, SOURCES, EntitySet  # noqa: E402
+from egmt_ros.entities.timing import StageTimes  # noqa: E402
 from egmt_ros.paths import data_root  # noqa: E402
 
 #: The detectors ``--source detector`` pools by default (under the data root): YOLO11n and YOLOv8n, COCO,
 #: INT8 OpenVINO. Together they find people in more TNO scenes than either alone (docs/entities.md).
 DEFAULT_ANNOTATION_DETECTORS = (Path("weights") / "yolo11n_int8_openvino_model",
                                 Path("weights") / "yolov8n_int8_openvino_model")
-from egmt_ros.entities.timing import StageTimes  # noqa: E402
 
 FORMAT_VERSION = 1
 

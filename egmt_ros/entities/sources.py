@@ -183,8 +183,10 @@ class DetectorEntitySource:
     def extract(self, ir: np.ndarray | None, vi: np.ndarray | None, stamp: float,
                 fused: np.ndarray | None = None) -> EntitySet:
         """Run the detector on the chosen images (one batch) and pool the class names."""
-        given = {"fused": fused, "vi": vi, "ir": ir, "ir_inverted": None if ir is None else invert_polarity(ir)}
-        names = [m for m in self.modalities if given[m] is not None]
+        given = {"fused": fused, "vi": vi, "ir": ir}
+        if "ir_inverted" in self.modalities and ir is not None:  # built only when asked for
+            given["ir_inverted"] = invert_polarity(ir)
+        names = [m for m in self.modalities if given.get(m) is not None]
         if not names:
             raise ValueError(f"none of the images {list(self.modalities)} was given")
         images = [given[m] if given[m].ndim == 3 else np.repeat(given[m][:, :, None], 3, axis=2) for m in names]
