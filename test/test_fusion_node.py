@@ -169,19 +169,30 @@ def test_bad_input_is_reported_and_the_node_keeps_fusing(spawn, client, pair) ->
     thermal, bgr = pair
     proc = start_fusion_node(spawn)
     client.wait_for_subscribers()
-    now = client.now()
-    # wrong encoding, zero size, size mismatch, NaN thermal, a stamp 10 s in the past
-    client.rgb.publish(_raw_image(4, 2, "yuv422", bytes(16), client.node.get_clock().now().to_msg()))
-    client.thermal.publish(_raw_image(0, 0, "mono8", b"", client.node.get_clock().now().to_msg()))
-    client.publish_thermal(np.zeros((10, 12), np.uint8), "mono8", now + 0.1)
-    client.publish_rgb(np.zeros((20, 24, 3), np.uint8), "bgr8", now + 0.1)
-    time.sleep(0.2)
-    client.publish_thermal(np.full((20, 24), np.nan, np.float32), "32FC1", now + 0.3)
-    client.publish_rgb(np.zeros((20, 24, 3), np.uint8), "bgr8", now + 0.3)
-    client.publish_thermal(thermal, "mono8", now - 10.0)
+
+    def send_bad() -> None:  # wrong encoding, zero size, size mismatch, NaN thermal, a stamp 10 s in the past
+        now = client.now()
+        client.rgb.publish(_raw_image(4, 2, "yuv422", bytes(16), client.node.get_clock().now().to_msg()))
+        client.thermal.publish(_raw_image(0, 0, "mono8", b"", client.node.get_clock().now().to_msg()))
+        client.publish_thermal(np.zeros((10, 12), np.uint8), "mono8", now + 0.1)
+        client.publish_rgb(np.zeros((20, 24, 3), np.uint8), "bgr8", now + 0.1)
+        time.sleep(0.2)
+        client.publish_thermal(np.full((20, 24), np.nan, np.float32), "32FC1", now + 0.3)
+        client.publish_rgb(np.zeros((20, 24, 3), np.uint8), "bgr8", now + 0.3)
+        client.publish_thermal(thermal, "mono8", now - 10.0)
+
     expected = ("unsupported encoding 'yuv422'", "zero-size", "size mismatch", "no finite", "in the past")
-    client.wait_until(lambda: all(any(e in d[1] for d in client.diagnostics("fusion")) for e in expected), 10,
-                      f"diagnostics mentioning {expected}")
+    # Messages sent right after the subscription count turns 1 can still be lost while discovery finishes on the
+    # node's side (it failed once in a full `make test`): send the bad inputs again until all are reported.
+    for attempt in range(5):
+        send_bad()
+        try:
+            client.wait_until(lambda: all(any(e in d[1] for d in client.diagnostics("fusion")) for e in expected),
+                              4, f"diagnostics mentioning {expected}")
+            break
+        except TimeoutError:
+            if attempt == 4:
+                raise
     assert proc.poll() is None, "the node survived bad input"
     # and it still fuses good pairs
     t = client.now() + 1.0
