@@ -268,6 +268,8 @@ class ProcessTracker:
             log.close()
             raise
         self.tracked.append(Tracked(proc, name, log_path, log))
+        if cmd[0] == _SETPRIV:
+            _wait_past_setpriv(proc)
         return proc
 
     def output(self, proc: subprocess.Popen[bytes], tail: int = 4000) -> str:
@@ -307,6 +309,22 @@ class ProcessTracker:
 
 
 _SETPRIV: str | None = shutil.which("setpriv")
+
+
+def _wait_past_setpriv(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Wait until ``setpriv`` has set its death signal and exec'd the real command. ``Popen`` returns once setpriv
+    itself runs; a parent killed before setpriv's prctl would leave the child behind (seen once in CI, and in 1 of
+    ~40 tries on a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{proc.pid}/cmdline", "rb") as f:
+                argv0 = f.read().split(b"\0", 1)[0].decode(errors="replace")
+        except FileNotFoundError:
+            return
+        if argv0 not in ("", _SETPRIV):  # empty: an exec under way (its new argv not yet in place)
+            return
+        time.sleep(0.002)
 
 
 def _killpg(pgid: int, sig: int) -> None:
