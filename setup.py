@@ -10,6 +10,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=["egmt_ros", "egmt_ros.*", "rosbag_tools", "rosbag_tools.*"]),
+    # C sources of the metric kernels, compiled at first use (egmt_ros/metrics/_native.py)
+    package_data={"egmt_ros.metrics": ["*.c"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

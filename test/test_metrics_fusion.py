@@ -39,6 +39,7 @@ from egmt_ros.metrics import (
     std_dev,
     vif,
 )
+from egmt_ros.metrics import _native
 from egmt_ros.metrics import fmi as fmi_mod
 from egmt_ros.metrics import phase as phase_mod
 from egmt_ros.metrics.fmi import dmey_filters, dwt2_dmey, fast_fmi, wavelet_feature
@@ -293,8 +294,11 @@ def test_vectorised_fmi_equals_bruteforce() -> None:
     f[:, :3] = a[:, :3]  # windows equal to the source
     f[6:, 4:] = 255 - b[6:, 4:]  # anti-correlated windows (the Frechet lower bound branch)
     expected = _fmi_bruteforce(a, b, f)
-    assert fmi_mod._fast_fmi(a, b, f, cells=np.float64) == pytest.approx(expected, rel=1e-12)
-    assert fast_fmi(a, b, f) == pytest.approx(expected, rel=1e-7)  # single-precision cells (the default)
+    assert fmi_mod._fast_fmi_numpy(a, b, f, cells=np.float64) == pytest.approx(expected, rel=1e-12)
+    # single-precision cells (numpy's default)
+    assert fmi_mod._fast_fmi_numpy(a, b, f) == pytest.approx(expected, rel=1e-7)
+    assert fmi_mod._fast_fmi_native(a, b, f) == pytest.approx(expected, rel=1e-12)
+    assert fast_fmi(a, b, f) == pytest.approx(expected, rel=1e-12)  # the C kernel
 
 
 def test_dmey_filters_are_an_orthonormal_pair() -> None:
@@ -486,46 +490,102 @@ def _hard_fmi_images(seed: int, shape: tuple[int, int] = (23, 31)) -> tuple[np.n
     return a, b, f
 
 
-def test_pc_equals_reference_bit_for_bit(data_root: Path) -> None:
+def test_pc_equals_reference(data_root: Path) -> None:
+    """numpy's maps are bit for bit the reference loop's; the C kernel with torch's FFT (the default) is within
+    2e-5 of them (measured <= 1.6e-5 on 32 TNO42 triples) and PC within 5e-5 relative (measured <= 1.6e-5: the
+    FFT rounds differently and a few pixels cross the p > 0.1 threshold)."""
     pairs = {stem: (ir_p, vi_p) for stem, ir_p, vi_p in list_pairs(data_root / "tno42")}
     rng = np.random.default_rng(4)
     noise = rng.integers(0, 256, (61, 90)).astype(np.float64)
+    ref_maps = _phase_congruency_reference(noise)
+    for got, ref in zip(phase_mod._phase_congruency(noise), ref_maps):
+        assert np.array_equal(got, ref)
     maps = phase_congruency(noise)
-    for got, ref in zip(maps, _phase_congruency_reference(noise)):
-        assert got.flags.writeable and np.array_equal(got, ref)
+    for got, ref in zip(maps, ref_maps):
+        assert got.flags.writeable and np.abs(got - ref).max() < 2e-5
+        assert not np.array_equal(got, ref)  # the torch + C path did run
     for stem in ("05", "34"):
         a, b = (_gray255(x) for x in load_pair(*pairs[stem]))
         f = np.rint((a + b) / 2.0)
-        for got, ref in zip(phase_congruency(f), _phase_congruency_reference(f)):
+        ref_maps = _phase_congruency_reference(f)
+        for got, nat, ref in zip(phase_mod._phase_congruency(f), phase_mod._phase_congruency_native(f), ref_maps):
             assert np.array_equal(got, ref), stem
+            assert np.abs(nat - ref).max() < 2e-5, stem
         expected = _pc_reference(f, a, b)
-        assert pc(f, a, b) == pytest.approx(expected, rel=1e-12, abs=0)
+        first = pc(f, a, b)
+        assert first == pytest.approx(expected, rel=5e-5, abs=0)
         # Second call: all three maps come from the content cache (new arrays, same content).
-        assert pc(f.copy(), a.copy(), b.copy()) == pytest.approx(expected, rel=1e-12, abs=0)
+        assert pc(f.copy(), a.copy(), b.copy()) == first
         # Same sources, another fused image (the benchmark case): sources cached, F computed.
         g = np.maximum(a, b)
-        assert pc(g, a, b) == pytest.approx(_pc_reference(g, a, b), rel=1e-12, abs=0)
-    assert pc(noise, noise, noise) == pytest.approx(_pc_reference(noise, noise, noise), rel=1e-12, abs=0)
+        assert pc(g, a, b) == pytest.approx(_pc_reference(g, a, b), rel=5e-5, abs=0)
+    assert pc(noise, noise, noise) == pytest.approx(_pc_reference(noise, noise, noise), rel=5e-5, abs=0)
 
 
 def test_fast_fmi_equals_reference_on_hard_cases() -> None:
     for seed in (11, 12):
         a, b, f = _hard_fmi_images(seed)
         ref = _fast_fmi_reference(a, b, f)
-        # Double-precision cells: the same arithmetic up to summation order.
-        assert fmi_mod._fast_fmi(a, b, f, cells=np.float64) == pytest.approx(ref, rel=1e-12)
-        # Default single-precision cells, on one thread and on two (bands combined exactly: same bits).
-        one = fmi_mod._fast_fmi(a, b, f, workers=1)
+        # numpy, double-precision cells: the same arithmetic up to summation order.
+        assert fmi_mod._fast_fmi_numpy(a, b, f, cells=np.float64) == pytest.approx(ref, rel=1e-12)
+        # numpy's default single-precision cells, on one thread and on two (bands combined exactly: same bits).
+        one = fmi_mod._fast_fmi_numpy(a, b, f, workers=1)
         assert one == pytest.approx(ref, rel=1e-7)
-        assert fmi_mod._fast_fmi(a, b, f, workers=2) == one
-        assert fast_fmi(a, b, f) == one
+        assert fmi_mod._fast_fmi_numpy(a, b, f, workers=2) == one
+        # The C kernel (double precision, its own log2) on 1, 2 and 3 threads: rows combined exactly.
+        native = fmi_mod._fast_fmi_native(a, b, f, workers=1)
+        assert native == pytest.approx(ref, rel=1e-12)
+        assert fmi_mod._fast_fmi_native(a, b, f, workers=2) == native
+        assert fmi_mod._fast_fmi_native(a, b, f, workers=3) == native
+        assert fast_fmi(a, b, f) == native
         # Wavelet features (floats in [0, 1]) of the same images.
         fa, fb, ff = (wavelet_feature(x) for x in (a, b, f))
         ref_w = _fast_fmi_reference(fa, fb, ff)
-        assert fmi_mod._fast_fmi(fa, fb, ff, cells=np.float64) == pytest.approx(ref_w, rel=1e-12)
-        assert fast_fmi(fa, fb, ff) == pytest.approx(ref_w, rel=1e-7)
-    with pytest.raises(ValueError, match="at least 3 x 3"):
-        fast_fmi(a[:2], b[:2], f[:2])
+        assert fmi_mod._fast_fmi_numpy(fa, fb, ff, cells=np.float64) == pytest.approx(ref_w, rel=1e-12)
+        assert fmi_mod._fast_fmi_numpy(fa, fb, ff) == pytest.approx(ref_w, rel=1e-7)
+        assert fast_fmi(fa, fb, ff) == pytest.approx(ref_w, rel=1e-12)
+    for func in (fast_fmi, fmi_mod._fast_fmi_numpy, fmi_mod._fast_fmi_native):
+        with pytest.raises(ValueError, match="at least 3 x 3"):
+            func(a[:2], b[:2], f[:2])
+        with pytest.raises(ValueError, match="differ in shape"):
+            func(a, b, f[:-1])
+
+
+def test_native_kernels_are_built_once_and_their_absence_falls_back_to_numpy(tmp_path: Path, monkeypatch) -> None:
+    """A C kernel is compiled into the cache folder once (a second build reuses the file); with no compiler,
+    Fast-FMI warns and runs in numpy with the same value (to numpy's float32 cells); switched off, PC runs in
+    numpy too (maps bit for bit the reference loop's)."""
+    a, b, f = _hard_fmi_images(13)
+    ref = _fast_fmi_reference(a, b, f)
+    monkeypatch.setenv("EGMT_CACHE_DIR", str(tmp_path / "cache"))
+    lib = _native.build("fastfmi")
+    assert lib.parent == tmp_path / "cache" and lib.name.startswith("fastfmi-") and lib.suffix == ".so"
+    stamp = lib.stat().st_mtime_ns
+    assert _native.build("fastfmi") == lib and lib.stat().st_mtime_ns == stamp
+    assert [p.name for p in lib.parent.iterdir()] == [lib.name]  # no temporary file left behind
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    with pytest.raises(RuntimeError, match="no C compiler found"):
+        _native.build("fastfmi")
+    _native.load.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="'fastfmi' is not available, using numpy"):
+            assert fmi_mod._kernel() is None
+        assert fast_fmi(a, b, f) == pytest.approx(ref, rel=1e-7)
+        with pytest.raises(RuntimeError, match="not available"):
+            fmi_mod._fast_fmi_native(a, b, f)
+        monkeypatch.delenv("CC")
+        monkeypatch.setenv("EGMT_METRICS_NATIVE", "0")
+        _native.load.cache_clear()
+        assert fmi_mod._kernel() is None and phase_mod._kernel() is None  # switched off: no warning, numpy
+        assert fast_fmi(a, b, f) == fmi_mod._fast_fmi_numpy(a, b, f)
+        phase_mod._MAPS.clear()
+        assert pc(f, a, b) == pytest.approx(_pc_reference(f, a, b), rel=1e-12, abs=0)  # numpy maps: bit for bit
+    finally:
+        _native.load.cache_clear()
+        phase_mod._MAPS.clear()
+    monkeypatch.delenv("EGMT_METRICS_NATIVE")
+    assert fmi_mod._kernel() is not None and fast_fmi(a, b, f) == pytest.approx(ref, rel=1e-12)
+    assert phase_mod._kernel() is not None
 
 
 def test_fmi_equals_reference_on_tno_pairs(data_root: Path) -> None:
@@ -534,9 +594,9 @@ def test_fmi_equals_reference_on_tno_pairs(data_root: Path) -> None:
                        ("34", np.maximum)):  # max: many windows equal to a source
         a, b = (_gray255(x) for x in load_pair(*pairs[stem]))
         f = fuse(a, b)
-        assert fmi_pixel(f, a, b) == pytest.approx(_fast_fmi_reference(a, b, f), rel=1e-7)
+        assert fmi_pixel(f, a, b) == pytest.approx(_fast_fmi_reference(a, b, f), rel=1e-12)
         feats = [wavelet_feature(x) for x in (a, b, f)]
-        assert fmi_w(f, a, b) == pytest.approx(_fast_fmi_reference(*feats), rel=1e-7)
+        assert fmi_w(f, a, b) == pytest.approx(_fast_fmi_reference(*feats), rel=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------- registry

@@ -1,0 +1,137 @@
+/* Phase congruency per orientation in C: the per-pixel arithmetic of egmt_ros/metrics/phase.py's _orientation
+ * (myphasecong3.m in single precision, see the docstrings there) fused into one pass over the pixels. The
+ * filter responses eo (complex64, nscale x npix, interleaved re/im) come from the FFT in Python. Compiled and
+ * loaded by egmt_ros/metrics/_native.py (IEEE arithmetic, no fused multiply-adds). No Python API.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define NSCALE 4 /* phase.py's PC_NSCALE (it checks) */
+
+/* exp(x) for float32 x, evaluated in double and rounded once (within an ulp of expf, branch-free so that loops
+ * vectorise): exp(x) = 2^k 2^r, k = nearest integer to x / ln 2, |r| <= 1/2, 2^r by its Taylor series to r^13. */
+static inline float expf_v(float xf) {
+    double t = (double)xf * 1.4426950408889634;
+    t = t < -1000.0 ? -1000.0 : (t > 1000.0 ? 1000.0 : t);
+    double k = floor(t + 0.5);
+    double r = (t - k) * 0.6931471805599453;
+    double q = 1.0 / 6227020800.0;
+    q = q * r + 1.0 / 479001600.0;
+    q = q * r + 1.0 / 39916800.0;
+    q = q * r + 1.0 / 3628800.0;
+    q = q * r + 1.0 / 362880.0;
+    q = q * r + 1.0 / 40320.0;
+    q = q * r + 1.0 / 5040.0;
+    q = q * r + 1.0 / 720.0;
+    q = q * r + 1.0 / 120.0;
+    q = q * r + 1.0 / 24.0;
+    q = q * r + 1.0 / 6.0;
+    q = q * r + 0.5;
+    q = q * r + 1.0;
+    q = q * r + 1.0;
+    uint64_t bits = (uint64_t)((int64_t)k + 1023) << 52;
+    double two_k;
+    memcpy(&two_k, &bits, sizeof two_k);
+    return (float)(q * two_k);
+}
+
+/* |z| of a complex64 value rounded to float32 from double precision (as glibc's hypotf). */
+static inline float absf(float re, float im) {
+    return (float)sqrt((double)re * re + (double)im * im);
+}
+
+/* Squared amplitudes of the smallest scale (for the median behind Kovesi's noise estimate): sq[p] = |eo0|^2. */
+void egmt_pc_noise(const float *restrict eo0, int64_t npix, float *restrict sq) {
+    for (int64_t p = 0; p < npix; p++) {
+        float a = absf(eo0[2 * p], eo0[2 * p + 1]);
+        sq[p] = a * a;
+    }
+}
+
+int egmt_pc_nscale(void) { return NSCALE; }
+
+/* One orientation (NSCALE scales) for pixels p0 .. p1 - 1, accumulated into the five sums over orientations:
+ * total_an += sum_s A_s; total_energy += W (E - T)_+ with E = sum_s (e_s . u) - |e_s x u| for the unit vector u of
+ * sum_s eo_s, W = 1 / (1 + exp((cutoff - spread) g)), spread = (sum A / (max A + eps)) / nscale; with
+ * pc_o = W (E - T)_+ / sum A: cov_x2 += (pc_o cos)^2, cov_y2 += (pc_o sin)^2, cov_xy += pc_o^2 cos sin.
+ * (Single precision as phase.py, the thresholded energy and what follows in double; accumulators float32.) */
+void egmt_pc_orientation(const float *restrict eo, int64_t npix, int64_t p0, int64_t p1,
+                         double threshold, float cos_a, float sin_a, float eps, float cutoff, float g,
+                         float *restrict total_an, float *restrict total_energy, float *restrict cov_x2,
+                         float *restrict cov_y2, float *restrict cov_xy) {
+    const double ca = cos_a, sa = sin_a;
+    for (int64_t p = p0; p < p1; p++) {
+        float ur = eo[2 * p], ui = eo[2 * p + 1];
+        float sum_an = absf(ur, ui), max_an = sum_an;
+        for (int s = 1; s < NSCALE; s++) {
+            float re = eo[2 * (s * npix + p)], im = eo[2 * (s * npix + p) + 1];
+            float a = absf(re, im);
+            sum_an += a;
+            max_an = a > max_an ? a : max_an;
+            ur += re;
+            ui += im;
+        }
+        float scl = 1.0f / (absf(ur, ui) + eps);
+        ur *= scl;
+        ui *= scl;
+        float even = eo[2 * p] * ur + eo[2 * p + 1] * ui;           /* Re(eo conj(u)) */
+        float odd = fabsf(eo[2 * p + 1] * ur - eo[2 * p] * ui);     /* |Im(eo conj(u))| */
+        for (int s = 1; s < NSCALE; s++) {
+            float re = eo[2 * (s * npix + p)], im = eo[2 * (s * npix + p) + 1];
+            even += re * ur + im * ui;
+            odd += fabsf(im * ur - re * ui);
+        }
+        float energy = even - odd;
+        double weighted = (double)energy - threshold;
+        weighted = weighted > 0.0 ? weighted : 0.0;
+        float width = sum_an / (max_an + eps) / (float)NSCALE;
+        float weight = 1.0f / (1.0f + expf_v((cutoff - width) * g));
+        weighted *= weight;
+        double pc_o = sum_an > 0.0f ? weighted / sum_an : 0.0;
+        double cx = pc_o * ca, cy = pc_o * sa;
+        total_an[p] += sum_an;
+        total_energy[p] = (float)((double)total_energy[p] + weighted);
+        cov_x2[p] = (float)((double)cov_x2[p] + cx * cx);
+        cov_y2[p] = (float)((double)cov_y2[p] + cy * cy);
+        cov_xy[p] = (float)((double)cov_xy[p] + cx * cy);
+    }
+}
+
+/* out[s][p] = spec[p] * bank[s][p] for the pixels p0 .. p1 - 1 (complex64 times float32, per component). */
+void egmt_pc_filter(const float *restrict spec, const float *restrict bank, int64_t npix, int nscale, int64_t p0,
+                    int64_t p1, float *restrict out) {
+    for (int s = 0; s < nscale; s++) {
+        const float *restrict b = bank + s * npix;
+        float *restrict o = out + 2 * s * npix;
+        for (int64_t p = p0; p < p1; p++) {
+            o[2 * p] = spec[2 * p] * b[p];
+            o[2 * p + 1] = spec[2 * p + 1] * b[p];
+        }
+    }
+}
+
+/* The k-th smallest (0-based) of n non-negative float32 values, by radix selection on their bit patterns (which
+ * sort as the values do): three histogram passes of 11, 11 and 10 bits. The values are not modified. */
+float egmt_select_nonneg(const float *restrict x, int64_t n, int64_t k) {
+    const uint32_t *restrict u = (const uint32_t *)x;
+    uint32_t prefix = 0, mask = 0;
+    static const int shifts[3] = {21, 10, 0}, widths[3] = {11, 11, 10};
+    for (int pass = 0; pass < 3; pass++) {
+        int64_t hist[2048] = {0};
+        const int sh = shifts[pass];
+        const uint32_t bins = (1u << widths[pass]) - 1u;
+        for (int64_t i = 0; i < n; i++)
+            if ((u[i] & mask) == prefix) hist[(u[i] >> sh) & bins]++;
+        uint32_t b = 0;
+        while (k >= hist[b]) {
+            k -= hist[b];
+            b++;
+        }
+        prefix |= b << sh;
+        mask |= bins << sh;
+    }
+    float out;
+    memcpy(&out, &prefix, sizeof out);
+    return out;
+}
