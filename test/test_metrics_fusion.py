@@ -538,6 +538,10 @@ def test_fast_fmi_equals_reference_on_hard_cases() -> None:
         assert fmi_mod._fast_fmi_native(a, b, f, workers=2) == native
         assert fmi_mod._fast_fmi_native(a, b, f, workers=3) == native
         assert fast_fmi(a, b, f) == native
+        # Another window size (the kernel's generic path; 3 x 3 has a specialised one).
+        ref4 = _fast_fmi_reference(a, b, f, w=4)
+        assert fmi_mod._fast_fmi_native(a, b, f, w=4) == pytest.approx(ref4, rel=1e-12)
+        assert fmi_mod._fast_fmi_numpy(a, b, f, w=4, cells=np.float64) == pytest.approx(ref4, rel=1e-12)
         # Wavelet features (floats in [0, 1]) of the same images.
         fa, fb, ff = (wavelet_feature(x) for x in (a, b, f))
         ref_w = _fast_fmi_reference(fa, fb, ff)

@@ -75,7 +75,9 @@ static int stats_alloc(Stats *st, int l) {
 }
 
 /* Window values, column-major inside the window (MATLAB's sub(:)), for windows (r, c0 .. c0 + nb - 1). */
-static void load(Stats *st, const double *img, int64_t width, int w, int64_t r, int64_t c0, int nb) {
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE void load(Stats *st, const double *img, int64_t width, const int w, int64_t r, int64_t c0, int nb) {
     for (int col = 0; col < w; col++)
         for (int row = 0; row < w; row++) {
             const double *src = img + (r + row) * width + c0 + col;
@@ -87,8 +89,7 @@ static void load(Stats *st, const double *img, int64_t width, int w, int64_t r, 
 
 /* fmi.py's _stats: pdf (min-max normalised window over its sum; a flat window becomes uniform), cdfs of the
  * pdf and of the reversed pdf, entropy in bits, SD over positions 1..l, centred pdf, its sum of squares. */
-static void stats(Stats *st, int nb) {
-    const int l = st->l;
+INLINE void stats(Stats *st, int nb, const int l) {
     const double *restrict x = st->x;
     double *restrict pdf = st->pdf, *restrict cdf = st->cdf, *restrict rpdf = st->rpdf, *restrict rcdf = st->rcdf;
     double *restrict cen = st->cen, *restrict ent = st->ent, *restrict cen2 = st->cen2, *restrict sumcdf = st->sumcdf;
@@ -194,8 +195,7 @@ __attribute__((noinline)) static void rank_step(int nb, const double *restrict f
 }
 
 /* fmi.py's _fmi_pairs for nb window pairs: out[n] += fmi(f_n, s_n), or += 1 for equal raw windows. */
-static void pairs(const Stats *f, const Stats *s, PairScratch *ps, int nb, double *restrict out) {
-    const int l = f->l;
+INLINE void pairs(const Stats *f, const Stats *s, PairScratch *ps, int nb, double *restrict out, const int l) {
     const double *restrict fx = f->x, *restrict fpdf = f->pdf, *restrict fcdf = f->cdf, *restrict fcen = f->cen;
     const double *restrict sx = s->x, *restrict spdf = s->pdf, *restrict scdf = s->cdf, *restrict scen = s->cen;
     const double *restrict srpdf = s->rpdf, *restrict srcdf = s->rcdf;
@@ -318,10 +318,31 @@ static void pairs(const Stats *f, const Stats *s, PairScratch *ps, int nb, doubl
 
 /* Sum over the windows (w x w, stride 1, fully inside) of fmi(A, F) + fmi(B, F), per window row r0 .. r1 - 1,
  * into row_sums[r - r0]. Images: height x width doubles, row-major. Returns 0, or -1 if out of memory. */
+INLINE void rows(const double *a, const double *b, const double *f, int64_t width, const int w, int64_t r0,
+                 int64_t r1, Stats *st, PairScratch *ps, double *row_sums) {
+    const int l = w * w;
+    const int64_t cols = width - w + 1;
+    for (int64_t r = r0; r < r1; r++) {
+        double acc = 0.0;
+        for (int64_t c0 = 0; c0 < cols; c0 += NB) {
+            int nb = (int)(cols - c0 < NB ? cols - c0 : NB);
+            double out[NB];
+            load(&st[0], f, width, w, r, c0, nb);
+            load(&st[1], a, width, w, r, c0, nb);
+            load(&st[2], b, width, w, r, c0, nb);
+            for (int k = 0; k < 3; k++) stats(&st[k], nb, l);
+            for (int n = 0; n < nb; n++) out[n] = 0.0;
+            pairs(&st[0], &st[1], ps, nb, out, l);
+            pairs(&st[0], &st[2], ps, nb, out, l);
+            for (int n = 0; n < nb; n++) acc += out[n];
+        }
+        row_sums[r - r0] = acc;
+    }
+}
+
 int egmt_fast_fmi_rows(const double *a, const double *b, const double *f, int64_t height, int64_t width, int w,
                        int64_t r0, int64_t r1, double *row_sums) {
     const int l = w * w;
-    const int64_t cols = width - w + 1;
     Stats st[3];
     PairScratch ps;
     int rc = -1;
@@ -339,22 +360,10 @@ int egmt_fast_fmi_rows(const double *a, const double *b, const double *f, int64_
     ps.uls = ps.flat + NB * l;
     ps.lq = ps.r + NB * l;
     (void)height;
-    for (int64_t r = r0; r < r1; r++) {
-        double acc = 0.0;
-        for (int64_t c0 = 0; c0 < cols; c0 += NB) {
-            int nb = (int)(cols - c0 < NB ? cols - c0 : NB);
-            double out[NB];
-            load(&st[0], f, width, w, r, c0, nb);
-            load(&st[1], a, width, w, r, c0, nb);
-            load(&st[2], b, width, w, r, c0, nb);
-            for (int k = 0; k < 3; k++) stats(&st[k], nb);
-            for (int n = 0; n < nb; n++) out[n] = 0.0;
-            pairs(&st[0], &st[1], &ps, nb, out);
-            pairs(&st[0], &st[2], &ps, nb, out);
-            for (int n = 0; n < nb; n++) acc += out[n];
-        }
-        row_sums[r - r0] = acc;
-    }
+    if (w == 3)
+        rows(a, b, f, width, 3, r0, r1, st, &ps, row_sums); /* compiled for 3 x 3 windows: constant loop bounds */
+    else
+        rows(a, b, f, width, w, r0, r1, st, &ps, row_sums);
     rc = 0;
 done:
     for (int k = 0; k < 3; k++) free(st[k].x);

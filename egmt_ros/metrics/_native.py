@@ -12,6 +12,7 @@ values, several times slower) and a RuntimeWarning says why, once per process.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
@@ -30,9 +32,25 @@ _SAFE = ["-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
 _FLAG_SETS = (["-O3", "-march=native", "-mprefer-vector-width=512", *_SAFE], ["-O3", *_SAFE])
 
 
+_OFF = False  # set inside disabled()
+
+
 def enabled() -> bool:
-    """False when ``EGMT_METRICS_NATIVE`` is set to 0 / false / no / off."""
-    return os.environ.get("EGMT_METRICS_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+    """False inside :func:`disabled` and when ``EGMT_METRICS_NATIVE`` is set to 0 / false / no / off."""
+    return not _OFF and os.environ.get("EGMT_METRICS_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Inside the block the metrics run in numpy (to compare with the kernels; not thread-safe)."""
+    global _OFF
+    _OFF = True
+    load.cache_clear()
+    try:
+        yield
+    finally:
+        _OFF = False
+        load.cache_clear()
 
 
 def cache_dir() -> Path:
