@@ -522,6 +522,26 @@ def test_pc_equals_reference(data_root: Path) -> None:
     assert pc(noise, noise, noise) == pytest.approx(_pc_reference(noise, noise, noise), rel=5e-5, abs=0)
 
 
+def test_pc_kernel_median_equals_numpy() -> None:
+    """The radix-selection median behind PC's noise estimate: np.median exactly (value and float32 dtype), also
+    with ties, zeros, odd counts and middle values in different upper-16-bit buckets (the third pass)."""
+    lib = phase_mod._kernel()
+    assert lib is not None
+    rng = np.random.default_rng(0)
+    one = np.float32(1.0)
+    cases = [rng.random(307200).astype(np.float32), rng.random(30719).astype(np.float32),
+             np.round(rng.random(1000) * 5).astype(np.float32), np.zeros(10, np.float32),
+             (rng.random(5000) ** 8).astype(np.float32), np.array([5.0, 1.0, 70000.0, 1e-30], np.float32),
+             np.array([1.0, np.nextafter(one, np.float32(2)), 3.0, 4.0], np.float32),
+             np.array([1.0, 1.0 + 2 ** -7, 5.0, 7.0], np.float32), np.array([2.0, 1.0, 3.0], np.float32),
+             np.array([2.0, 1.0], np.float32)]
+    for x in cases:
+        before = x.copy()
+        got, ref = phase_mod._median_nonneg(lib, x), np.median(x)
+        assert got == ref and got.dtype == ref.dtype, x.size
+        assert np.array_equal(x, before)
+
+
 def test_fast_fmi_equals_reference_on_hard_cases() -> None:
     for seed in (11, 12):
         a, b, f = _hard_fmi_images(seed)

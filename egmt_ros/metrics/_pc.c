@@ -5,6 +5,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define NSCALE 4 /* phase.py's PC_NSCALE (it checks) */
@@ -111,27 +112,38 @@ void egmt_pc_filter(const float *restrict spec, const float *restrict bank, int6
     }
 }
 
-/* The k-th smallest (0-based) of n non-negative float32 values, by radix selection on their bit patterns (which
- * sort as the values do): three histogram passes of 11, 11 and 10 bits. The values are not modified. */
-float egmt_select_nonneg(const float *restrict x, int64_t n, int64_t k) {
+/* The k-th and (k+1)-th smallest (0-based) of n >= k + 2 non-negative float32 values, into out[0], out[1], by
+ * radix selection on their bit patterns (which sort as the values do): a histogram of the upper 16 bits, then of
+ * the lower 16 bits inside the selected bucket (a third pass only when the (k+1)-th lies in the next bucket).
+ * The values are not modified. Returns 0, or -1 if out of memory. */
+int egmt_select2_nonneg(const float *restrict x, int64_t n, int64_t k, float *restrict out) {
     const uint32_t *restrict u = (const uint32_t *)x;
-    uint32_t prefix = 0, mask = 0;
-    static const int shifts[3] = {21, 10, 0}, widths[3] = {11, 11, 10};
-    for (int pass = 0; pass < 3; pass++) {
-        int64_t hist[2048] = {0};
-        const int sh = shifts[pass];
-        const uint32_t bins = (1u << widths[pass]) - 1u;
-        for (int64_t i = 0; i < n; i++)
-            if ((u[i] & mask) == prefix) hist[(u[i] >> sh) & bins]++;
-        uint32_t b = 0;
-        while (k >= hist[b]) {
-            k -= hist[b];
-            b++;
+    int32_t *hist = calloc(65536, sizeof(int32_t));
+    if (!hist) return -1;
+    for (int64_t i = 0; i < n; i++) hist[u[i] >> 16]++;
+    uint32_t hi = 0;
+    while (k >= hist[hi]) k -= hist[hi++];
+    uint32_t next_hi = hi + 1; /* the next non-empty upper bucket, if the (k+1)-th is not in this one */
+    while (next_hi < 65536 && hist[next_hi] == 0) next_hi++;
+    memset(hist, 0, 65536 * sizeof(int32_t));
+    for (int64_t i = 0; i < n; i++)
+        if ((u[i] >> 16) == hi) hist[u[i] & 0xffffu]++;
+    uint32_t lo = 0;
+    while (k >= hist[lo]) k -= hist[lo++];
+    uint32_t first = (hi << 16) | lo, second = first;
+    if (k + 1 >= hist[lo]) { /* the (k+1)-th is the next value present */
+        uint32_t lo2 = lo + 1;
+        while (lo2 < 65536 && hist[lo2] == 0) lo2++;
+        if (lo2 < 65536) {
+            second = (hi << 16) | lo2;
+        } else { /* smallest value of the next upper bucket */
+            second = UINT32_MAX;
+            for (int64_t i = 0; i < n; i++)
+                if ((u[i] >> 16) == next_hi && u[i] < second) second = u[i];
         }
-        prefix |= b << sh;
-        mask |= bins << sh;
     }
-    float out;
-    memcpy(&out, &prefix, sizeof out);
-    return out;
+    free(hist);
+    memcpy(&out[0], &first, sizeof first);
+    memcpy(&out[1], &second, sizeof second);
+    return 0;
 }

@@ -197,8 +197,8 @@ def _kernel() -> ctypes.CDLL | None:
         lib.egmt_pc_filter.restype = None
         lib.egmt_pc_filter.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int64,
                                        ctypes.c_int64, ctypes.c_void_p]
-        lib.egmt_select_nonneg.restype = ctypes.c_float
-        lib.egmt_select_nonneg.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
+        lib.egmt_select2_nonneg.restype = ctypes.c_int
+        lib.egmt_select2_nonneg.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
         lib._egmt_typed = True
     return lib
 
@@ -207,11 +207,13 @@ def _median_nonneg(lib: ctypes.CDLL, x: np.ndarray) -> np.float32:
     """np.median of a non-negative float32 vector (the mean of the two middle values for an even count, in
     float32), by the kernel's radix selection."""
     n = x.size
-    hi = np.float32(lib.egmt_select_nonneg(x.ctypes.data, n, n // 2))
-    if n % 2:
-        return hi
-    lo = np.float32(lib.egmt_select_nonneg(x.ctypes.data, n, n // 2 - 1))
-    return (lo + hi) / np.float32(2)
+    if n < 3:
+        return np.median(x)
+    mid = np.empty(2, np.float32)
+    k = n // 2 - 1 if n % 2 == 0 else n // 2
+    if lib.egmt_select2_nonneg(x.ctypes.data, n, k, mid.ctypes.data) != 0:
+        raise MemoryError("PC kernel: out of memory")
+    return mid[0] if n % 2 else (mid[0] + mid[1]) / np.float32(2)
 
 
 def _phase_congruency_native(im: np.ndarray, workers: int = WORKERS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
