@@ -83,7 +83,7 @@ INLINE void load(Stats *st, const double *img, int64_t width, const int w, int64
             const double *src = img + (r + row) * width + c0 + col;
             double *restrict dst = st->x + (col * w + row) * NB;
             #pragma GCC ivdep
-            for (int n = 0; n < nb; n++) dst[n] = src[n];
+            for (int n = 0; n < NB; n++) dst[n] = src[n < nb ? n : nb - 1]; /* a short chunk repeats its last window */
         }
 }
 
@@ -96,31 +96,31 @@ INLINE void stats(Stats *st, int nb, const int l) {
     double *restrict lpdf = st->lpdf, *restrict rlpdf = st->rlpdf;
     double lo[NB], tot[NB], m1[NB], m2[NB];
     #pragma GCC ivdep
-    for (int n = 0; n < nb; n++) lo[n] = x[n];
+    for (int n = 0; n < NB; n++) lo[n] = x[n];
     for (int k = 1; k < l; k++)
         #pragma GCC ivdep
-        for (int n = 0; n < nb; n++) {
+        for (int n = 0; n < NB; n++) {
             double v = x[k * NB + n];
             lo[n] = v < lo[n] ? v : lo[n];
         }
     #pragma GCC ivdep
-    for (int n = 0; n < nb; n++) tot[n] = 0.0;
+    for (int n = 0; n < NB; n++) tot[n] = 0.0;
     for (int k = 0; k < l; k++)
         #pragma GCC ivdep
-        for (int n = 0; n < nb; n++) {
+        for (int n = 0; n < NB; n++) {
             double p = x[k * NB + n] - lo[n];
             pdf[k * NB + n] = p;
             tot[n] = k ? tot[n] + p : p;
         }
     for (int k = 0; k < l; k++)
         #pragma GCC ivdep
-        for (int n = 0; n < nb; n++) {
+        for (int n = 0; n < NB; n++) {
             int flat = tot[n] == 0.0; /* a sum of non-negative numbers is 0 only when all are 0 */
             double num = pdf[k * NB + n];
             pdf[k * NB + n] = (flat ? 1.0 : num) / (flat ? (double)l : tot[n]);
         }
     #pragma GCC ivdep
-    for (int n = 0; n < nb; n++) {
+    for (int n = 0; n < NB; n++) {
         pdf[l * NB + n] = pdf[(l - 1) * NB + n];
         cdf[n] = 0.0;
         rcdf[n] = 0.0;
@@ -132,7 +132,7 @@ INLINE void stats(Stats *st, int nb, const int l) {
     }
     for (int k = 0; k < l; k++)
         #pragma GCC ivdep
-        for (int n = 0; n < nb; n++) {
+        for (int n = 0; n < NB; n++) {
             double p = pdf[k * NB + n], rp = pdf[(l - 1 - k) * NB + n];
             cdf[(k + 1) * NB + n] = k ? cdf[k * NB + n] + p : p;
             rcdf[(k + 1) * NB + n] = k ? rcdf[k * NB + n] + rp : rp;
@@ -141,7 +141,7 @@ INLINE void stats(Stats *st, int nb, const int l) {
     for (int k = 0; k < l; k++) {
         const double pos = k + 1.0;
         #pragma GCC ivdep
-        for (int n = 0; n < nb; n++) {
+        for (int n = 0; n < NB; n++) {
             double p = pdf[k * NB + n];
             double lp = log2_pos(p > DBL_MIN ? p : DBL_MIN);
             lpdf[k * NB + n] = lp;
@@ -156,9 +156,9 @@ INLINE void stats(Stats *st, int nb, const int l) {
     }
     for (int k = 0; k < l; k++)
         #pragma GCC ivdep
-        for (int n = 0; n < nb; n++) rlpdf[k * NB + n] = lpdf[(l - 1 - k) * NB + n];
+        for (int n = 0; n < NB; n++) rlpdf[k * NB + n] = lpdf[(l - 1 - k) * NB + n];
     #pragma GCC ivdep
-    for (int n = 0; n < nb; n++) {
+    for (int n = 0; n < NB; n++) {
         rpdf[l * NB + n] = pdf[n];
         double var = m2[n] - m1[n] * m1[n];
         st->sd[n] = sqrt(var > 0.0 ? var : 0.0);
@@ -179,7 +179,7 @@ __attribute__((noinline)) static void rank_step(int nb, const double *restrict f
                       double *restrict ri, double *restrict lqj, double *restrict uloi, double *restrict floj,
                       double *restrict uati, double *restrict fatj, double *restrict ulati, double *restrict flatj) {
     #pragma GCC ivdep
-    for (int n = 0; n < nb; n++) {
+    for (int n = 0; n < NB; n++) {
         double u = uj[n], fv = fi[n], u0 = uloi[n], f0 = floj[n];
         double umax = u > u0 ? u : u0, fmx = fv > f0 ? fv : f0;
         double one = u < fv ? 1.0 : 0.0;
@@ -207,18 +207,18 @@ INLINE void pairs(const Stats *f, const Stats *s, PairScratch *ps, int nb, doubl
     double c[NB], phi[NB], beta[NB], lbeta[NB], smix[NB], sprod[NB], e1[NB], e2[NB];
     int neg[NB], eq[NB];
     #pragma GCC ivdep
-    for (int n = 0; n < nb; n++) {
+    for (int n = 0; n < NB; n++) {
         c[n] = 0.0;
         eq[n] = 1;
     }
     for (int k = 0; k < l; k++)
         #pragma GCC ivdep
-        for (int n = 0; n < nb; n++) {
+        for (int n = 0; n < NB; n++) {
             c[n] += scen[k * NB + n] * fcen[k * NB + n];
             eq[n] &= sx[k * NB + n] == fx[k * NB + n];
         }
     #pragma GCC ivdep
-    for (int n = 0; n < nb; n++) {
+    for (int n = 0; n < NB; n++) {
         double num = c[n];
         double den = sqrt(s->cen2[n] * f->cen2[n]);
         c[n] = num != 0.0 ? num / den : 0.0;
@@ -227,14 +227,14 @@ INLINE void pairs(const Stats *f, const Stats *s, PairScratch *ps, int nb, doubl
     /* The countermonotone coupling of (f, s) is the comonotone coupling of (f, reversed s). */
     for (int k = 0; k <= l; k++)
         #pragma GCC ivdep
-        for (int n = 0; n < nb; n++) {
+        for (int n = 0; n < NB; n++) {
             double fw = scdf[k * NB + n], rv = srcdf[k * NB + n], pf = spdf[k * NB + n], pr = srpdf[k * NB + n];
             ub[k * NB + n] = neg[n] ? rv : fw;
             us[k * NB + n] = neg[n] ? pr : pf;
         }
     for (int k = 0; k < l; k++)
         #pragma GCC ivdep
-        for (int n = 0; n < nb; n++) {
+        for (int n = 0; n < NB; n++) {
             double lf = slp[k * NB + n], lr = srlp[k * NB + n];
             uls[k * NB + n] = neg[n] ? lr : lf;
         }
@@ -244,7 +244,7 @@ INLINE void pairs(const Stats *f, const Stats *s, PairScratch *ps, int nb, doubl
      * written is the smallest. */
     for (int k = 0; k < l; k++)
         #pragma GCC ivdep
-        for (int n = 0; n < nb; n++) {
+        for (int n = 0; n < NB; n++) {
             r[k * NB + n] = 0.0;
             lq[k * NB + n] = 0.0;
             ulo[k * NB + n] = 0.0;
@@ -260,18 +260,18 @@ INLINE void pairs(const Stats *f, const Stats *s, PairScratch *ps, int nb, doubl
                       uls + j * NB, r + i * NB, lq + j * NB, ulo + i * NB, flo + j * NB, uat + i * NB, fat + j * NB,
                       ulat + i * NB, flat + j * NB);
     #pragma GCC ivdep
-    for (int n = 0; n < nb; n++) {
+    for (int n = 0; n < NB; n++) {
         e1[n] = 0.0;
         e2[n] = 0.0;
     }
     for (int k = 0; k < l; k++)
         #pragma GCC ivdep
-        for (int n = 0; n < nb; n++) {
+        for (int n = 0; n < NB; n++) {
             e1[n] += fcdf[(k + 1) * NB + n] * r[k * NB + n];
             e2[n] += ub[(k + 1) * NB + n] * lq[k * NB + n];
         }
     #pragma GCC ivdep
-    for (int n = 0; n < nb; n++) {
+    for (int n = 0; n < NB; n++) {
         double fsum = f->sumcdf[n];
         double sum_min = (l * fsum - e1[n]) + e2[n];
         double bound = neg[n] ? (l + 1) * fsum - sum_min : sum_min;
@@ -288,7 +288,7 @@ INLINE void pairs(const Stats *f, const Stats *s, PairScratch *ps, int nb, doubl
     /* The 2l cells where the coupling can be non-zero: (i, r_i) closed by F_i, (q_j, j) closed by U_j. */
     for (int i = 0; i < l; i++)
         #pragma GCC ivdep
-        for (int n = 0; n < nb; n++) {
+        for (int n = 0; n < NB; n++) {
             double u0 = ulo[i * NB + n], f0 = fcdf[i * NB + n];
             double mass = fcdf[(i + 1) * NB + n] - (f0 > u0 ? f0 : u0);
             double prod = uat[i * NB + n] * fpdf[i * NB + n] * beta[n];
@@ -298,7 +298,7 @@ INLINE void pairs(const Stats *f, const Stats *s, PairScratch *ps, int nb, doubl
         }
     for (int j = 0; j < l; j++)
         #pragma GCC ivdep
-        for (int n = 0; n < nb; n++) {
+        for (int n = 0; n < NB; n++) {
             double f0 = flo[j * NB + n], u0 = ub[j * NB + n];
             double mass = ub[(j + 1) * NB + n] - (u0 > f0 ? u0 : f0);
             double prod = fat[j * NB + n] * us[j * NB + n] * beta[n];
@@ -307,7 +307,7 @@ INLINE void pairs(const Stats *f, const Stats *s, PairScratch *ps, int nb, doubl
             sprod[n] += prod * (flat[j * NB + n] + uls[j * NB + n] + lbeta[n]);
         }
     #pragma GCC ivdep
-    for (int n = 0; n < nb; n++) {
+    for (int n = 0; n < NB; n++) {
         double h_sum = s->ent[n] + f->ent[n];
         double h_joint = -(beta[n] * lbeta[n]) + beta[n] * h_sum - (smix[n] - sprod[n]);
         double mi = h_sum - h_joint;
@@ -331,10 +331,10 @@ INLINE void rows(const double *a, const double *b, const double *f, int64_t widt
             load(&st[1], a, width, w, r, c0, nb);
             load(&st[2], b, width, w, r, c0, nb);
             for (int k = 0; k < 3; k++) stats(&st[k], nb, l);
-            for (int n = 0; n < nb; n++) out[n] = 0.0;
+            for (int n = 0; n < NB; n++) out[n] = 0.0;
             pairs(&st[0], &st[1], ps, nb, out, l);
             pairs(&st[0], &st[2], ps, nb, out, l);
-            for (int n = 0; n < nb; n++) acc += out[n];
+            for (int n = 0; n < nb; n++) acc += out[n]; /* the real windows only */
         }
         row_sums[r - r0] = acc;
     }
