@@ -522,6 +522,25 @@ def test_pc_equals_reference(data_root: Path) -> None:
     assert pc(noise, noise, noise) == pytest.approx(_pc_reference(noise, noise, noise), rel=5e-5, abs=0)
 
 
+def test_pc_kernel_feature_score_equals_numpy(data_root: Path) -> None:
+    """Q_P's local-correlation score of one feature map: the C kernel (own Gaussian filtering) against numpy/OpenCV."""
+    pairs = {stem: (ir_p, vi_p) for stem, ir_p, vi_p in list_pairs(data_root / "tno42")}
+    a, b = (_gray255(x) for x in load_pair(*pairs["05"]))
+    f = np.rint((a + b) / 2.0)
+    (pc_a, big_a, _), (pc_b, big_b, _), (pc_f, big_f, _) = (phase_mod._phase_congruency(x) for x in (a, b, f))
+    pick_a = pc_a > pc_b
+    masks = (pc_a > 0.1, pc_b > 0.1, np.where(pick_a, pc_a, pc_b) > 0.1)
+    outside = tuple(~m for m in masks)
+    lib = phase_mod._kernel()
+    for fa, fb, ff in ((pc_a, pc_b, pc_f), (big_a, big_b, big_f)):
+        fmax = np.where(pick_a, fa, fb)
+        expected = phase_mod._feature_score(fa, fb, fmax, ff, masks, outside)
+        assert phase_mod._feature_score_native(lib, fa, fb, fmax, ff, masks) == pytest.approx(expected, rel=1e-12)
+    # An all-False composite mask: score 0, as numpy
+    none = tuple(np.zeros_like(m) for m in masks)
+    assert phase_mod._feature_score_native(lib, pc_a, pc_b, pc_a, pc_f, none) == 0.0
+
+
 def test_pc_kernel_median_equals_numpy() -> None:
     """The radix-selection median behind PC's noise estimate: np.median exactly (value and float32 dtype), also
     with ties, zeros, odd counts and middle values in different upper-16-bit buckets (the third pass)."""

@@ -147,3 +147,81 @@ int egmt_select2_nonneg(const float *restrict x, int64_t n, int64_t k, float *re
     memcpy(&out[1], &second, sizeof second);
     return 0;
 }
+
+/* filter2(k k', in, 'same') with zero padding for a separable symmetric kernel k of odd length taps (<= 31):
+ * a horizontal then a vertical pass, each summing the taps in order. tmp: rows x cols scratch. */
+static void gauss_same(const double *restrict in, int64_t rows, int64_t cols, const double *restrict k, int taps,
+                       double *restrict tmp, double *restrict out) {
+    const int r = taps / 2;
+    for (int64_t y = 0; y < rows; y++) {
+        const double *restrict row = in + y * cols;
+        double *restrict dst = tmp + y * cols;
+        for (int64_t x = 0; x < cols; x++) dst[x] = 0.0;
+        for (int t = 0; t < taps; t++) { /* tap t reads row[x + t - r]: x in [r - t, cols + r - t) */
+            const int64_t lo = r - t > 0 ? r - t : 0, hi = cols + r - t < cols ? cols + r - t : cols;
+            const double kt = k[t];
+            const int64_t off = t - r;
+            for (int64_t x = lo; x < hi; x++) dst[x] += kt * row[x + off];
+        }
+    }
+    for (int64_t y = 0; y < rows; y++) {
+        double *restrict dst = out + y * cols;
+        for (int64_t x = 0; x < cols; x++) dst[x] = 0.0;
+        for (int t = 0; t < taps; t++) {
+            int64_t yy = y + t - r;
+            if (yy < 0 || yy >= rows) continue;
+            const double *restrict src = tmp + yy * cols;
+            const double kt = k[t];
+            for (int64_t x = 0; x < cols; x++) dst[x] += kt * src[x];
+        }
+    }
+}
+
+/* Q_P's correlation score of one feature map (phase.py's _feature_score): with G the Gaussian window,
+ * mu_f = G ff, var_f = G ff^2 - mu_f^2; for each source map X in (x1, x2, xmax) masked by m (s = X m):
+ * r = (G(s ff) - G s mu_f + c) / (sqrt|(G s^2 - (G s)^2) var_f| + c), 0 outside m; the best of the three per pixel,
+ * summed over all pixels into *sum. Masks are bytes (0/1). Returns 0, or -1 if out of memory. */
+int egmt_qp_feature(const double *restrict x1, const double *restrict x2, const double *restrict xmax,
+                    const double *restrict ff, const uint8_t *restrict m1, const uint8_t *restrict m2,
+                    const uint8_t *restrict mmax, int64_t rows, int64_t cols, const double *restrict k, int taps,
+                    double c, double *restrict sum) {
+    const int64_t n = rows * cols;
+    double *buf = malloc(sizeof(double) * (size_t)n * 7);
+    if (!buf) return -1;
+    double *mu_f = buf, *var_f = buf + n, *prod = buf + 2 * n, *mu = buf + 3 * n, *var = buf + 4 * n;
+    double *cov = buf + 5 * n, *tmp = buf + 6 * n;
+    double *best = malloc(sizeof(double) * (size_t)n);
+    if (!best) {
+        free(buf);
+        return -1;
+    }
+    gauss_same(ff, rows, cols, k, taps, tmp, mu_f);
+    for (int64_t p = 0; p < n; p++) prod[p] = ff[p] * ff[p];
+    gauss_same(prod, rows, cols, k, taps, tmp, var_f);
+    for (int64_t p = 0; p < n; p++) var_f[p] -= mu_f[p] * mu_f[p];
+    const double *srcs[3] = {x1, x2, xmax};
+    const uint8_t *masks[3] = {m1, m2, mmax};
+    for (int q = 0; q < 3; q++) {
+        const double *restrict xs = srcs[q];
+        const uint8_t *restrict ms = masks[q];
+        for (int64_t p = 0; p < n; p++) prod[p] = ms[p] ? xs[p] : 0.0;
+        gauss_same(prod, rows, cols, k, taps, tmp, mu);
+        for (int64_t p = 0; p < n; p++) prod[p] = ms[p] ? xs[p] * xs[p] : 0.0;
+        gauss_same(prod, rows, cols, k, taps, tmp, var);
+        for (int64_t p = 0; p < n; p++) prod[p] = ms[p] ? xs[p] * ff[p] : 0.0;
+        gauss_same(prod, rows, cols, k, taps, tmp, cov);
+        for (int64_t p = 0; p < n; p++) {
+            double v = var[p] - mu[p] * mu[p];
+            double cv = (cov[p] - mu[p] * mu_f[p]) + c;
+            double den = sqrt(fabs(v * var_f[p])) + c;
+            double r = ms[p] ? cv / den : 0.0;
+            best[p] = q == 0 ? r : (r > best[p] ? r : best[p]);
+        }
+    }
+    double acc = 0.0;
+    for (int64_t p = 0; p < n; p++) acc += best[p];
+    *sum = acc;
+    free(best);
+    free(buf);
+    return 0;
+}
