@@ -5,6 +5,8 @@ the independent TNO42 reference table of shared/data/peer_outputs/README.md."""
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -606,6 +608,19 @@ def test_native_kernels_are_built_once_and_their_absence_falls_back_to_numpy(tmp
     stamp = lib.stat().st_mtime_ns
     assert _native.build("fastfmi") == lib and lib.stat().st_mtime_ns == stamp
     assert [p.name for p in lib.parent.iterdir()] == [lib.name]  # no temporary file left behind
+    # A cache folder that cannot be created (here: a file in the way): a private folder in the temporary folder.
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("EGMT_CACHE_DIR", str(tmp_path / "file" / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    fallback = _native.build("fastfmi")
+    assert fallback.parent == tmp_path / "tmp" / f"egmt_ros-{os.getuid()}" and fallback.name == lib.name
+    assert fallback.parent.stat().st_mode & 0o777 == 0o700
+    fallback.parent.chmod(0o777)  # writable by others: refused
+    with pytest.raises(RuntimeError, match="not private"):
+        _native.build("fastfmi")
+    fallback.parent.chmod(0o700)
+    monkeypatch.setenv("EGMT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     with pytest.raises(RuntimeError, match="no C compiler found"):
         _native.build("fastfmi")

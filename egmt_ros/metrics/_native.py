@@ -2,7 +2,8 @@
 
 A kernel's C source ships next to this module (``_<name>.c``, no Python API). On first use it is compiled with the
 system C compiler (``$CC``, else ``cc``, ``gcc``; ``-O3 -march=native``, IEEE arithmetic kept) into a shared library in
-the cache folder ``$EGMT_CACHE_DIR`` (default ``$XDG_CACHE_HOME/egmt_ros``, i.e. ``~/.cache/egmt_ros``), named by a
+the cache folder ``$EGMT_CACHE_DIR`` (default ``$XDG_CACHE_HOME/egmt_ros``, i.e. ``~/.cache/egmt_ros``; the system's
+temporary folder if that cannot be written), named by a
 digest of the source, the compiler, the flags and the CPU, so later processes load it directly (~0.5 s to compile
 once, nothing after). ctypes releases the GIL during the call, so the kernels run on several threads.
 
@@ -75,6 +76,17 @@ def _cpu_id() -> str:
     return "\n".join(sorted(set(keep)))
 
 
+def _private_tmp() -> Path:
+    """``<tmp>/egmt_ros-<uid>``, created 0700; refused (RuntimeError) if someone else owns it or can write to it,
+    since the libraries in it are loaded into this process."""
+    folder = Path(tempfile.gettempdir()) / f"egmt_ros-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    st = folder.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise RuntimeError(f"{folder} is not private to this user; set EGMT_CACHE_DIR to a folder of yours")
+    return folder
+
+
 def build(name: str) -> Path:
     """Compile ``_<name>.c`` (if not cached yet) and return the shared library's path.
 
@@ -90,8 +102,14 @@ def build(name: str) -> Path:
         lib = cache_dir() / f"{name}-{digest[:16]}.so"
         if lib.exists():
             return lib
-        lib.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
+        try:
+            lib.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
+        except OSError:  # a read-only home (some CI runners, containers): the system's temporary folder
+            lib = _private_tmp() / lib.name
+            if lib.exists():
+                return lib
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
         os.close(fd)
         proc = subprocess.run([cc, *flags, "-fPIC", "-shared", "-o", tmp, str(src), "-lm"],
                               capture_output=True, text=True)
