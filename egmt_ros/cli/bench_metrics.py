@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     pair = args.pair or f"{data_root(must_exist=True) / 'tno42'}:01"
     triple = load_triple(pair, args.size)
-    kernels = "C kernels available" if _native.load("fastfmi") and _native.load("pc") else "NO C kernels (numpy)"
+    kernels = "C kernels available" if fmi._kernel() and phase._kernel() else "NO C kernels (numpy)"
     folder, _, stem = pair.rpartition(":")
     print(f"# fusion metrics on {args.size[0]}x{args.size[1]} ({shown_path(folder)}:{stem}), best of {args.repeat}; "
           f"{kernels}; WORKERS={WORKERS}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}\n")

@@ -25,6 +25,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 _HERE = Path(__file__).resolve().parent
 # IEEE arithmetic as numpy's (no fused multiply-adds, no reassociation); only errno and trap semantics are
@@ -121,15 +122,23 @@ def build(name: str) -> Path:
     raise RuntimeError(f"could not compile {src}:\n" + "\n".join(errors))
 
 
+#: A C function's prototype for ctypes: (name, return type, argument types).
+Prototype = tuple[str, Any, tuple[Any, ...]]
+
+
 @functools.lru_cache(maxsize=None)
-def load(name: str) -> ctypes.CDLL | None:
-    """The compiled kernel library ``name`` (built on first use), or None when switched off or not buildable
-    (then with a RuntimeWarning, once)."""
+def load(name: str, prototypes: tuple[Prototype, ...] = ()) -> ctypes.CDLL | None:
+    """The compiled kernel library ``name`` (built on first use) with ``prototypes`` applied to its functions, or
+    None when switched off or not buildable (then with a RuntimeWarning, once)."""
     if not enabled():
         return None
     try:
-        return ctypes.CDLL(str(build(name)))
+        lib = ctypes.CDLL(str(build(name)))
     except (OSError, RuntimeError) as err:
         warnings.warn(f"egmt_ros.metrics: the C kernel '{name}' is not available, using numpy instead "
                       f"(same values, slower): {err}", RuntimeWarning, stacklevel=2)
         return None
+    for func, restype, argtypes in prototypes:
+        getattr(lib, func).restype = restype
+        getattr(lib, func).argtypes = list(argtypes)
+    return lib

@@ -324,16 +324,15 @@ def _fast_fmi_numpy(feat_a: np.ndarray, feat_b: np.ndarray, feat_f: np.ndarray, 
     return math.fsum(parts) / 2.0 / (rows * cols)
 
 
+_PROTOTYPES: tuple[_native.Prototype, ...] = (
+    ("egmt_fast_fmi_rows", ctypes.c_int, (ctypes.c_void_p,) * 3 + (ctypes.c_int64, ctypes.c_int64, ctypes.c_int,
+                                                                    ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)),
+)
+
+
 def _kernel() -> ctypes.CDLL | None:
     """The C Fast-FMI kernel (_fastfmi.c), or None (switched off or no compiler, see _native)."""
-    lib = _native.load("fastfmi")
-    if lib is not None and not getattr(lib, "_egmt_typed", False):
-        fn = lib.egmt_fast_fmi_rows
-        fn.restype = ctypes.c_int
-        fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int64,
-                                               ctypes.c_int64, ctypes.c_void_p]
-        lib._egmt_typed = True
-    return lib
+    return _native.load("fastfmi", _PROTOTYPES)
 
 
 def _fast_fmi_native(feat_a: np.ndarray, feat_b: np.ndarray, feat_f: np.ndarray, w: int = FMI_WINDOW,

@@ -182,28 +182,22 @@ def _phase_congruency(im: np.ndarray, pool: ThreadPoolExecutor | None = None,
     return _moments(total_energy, total_an, cov_x2, cov_y2, cov_xy)
 
 
+_P, _I64, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+_PROTOTYPES: tuple[_native.Prototype, ...] = (
+    ("egmt_pc_nscale", ctypes.c_int, ()),
+    ("egmt_pc_noise", None, (_P, _I64, _P)),
+    ("egmt_pc_orientation", None, (_P, _I64, _I64, _I64, ctypes.c_double) + (_F32,) * 5 + (_P,) * 5),
+    ("egmt_pc_filter", None, (_P, _P, _I64, ctypes.c_int, _I64, _I64, _P)),
+    ("egmt_qp_feature", ctypes.c_int, (_P,) * 7 + (_I64, _I64, _P, ctypes.c_int, ctypes.c_double, _P)),
+    ("egmt_select2_nonneg", ctypes.c_int, (_P, _I64, _I64, _P)),
+)
+
+
 def _kernel() -> ctypes.CDLL | None:
-    """The C per-orientation kernel (_pc.c), or None (switched off or no compiler, see _native)."""
-    lib = _native.load("pc")
-    if lib is not None and not getattr(lib, "_egmt_typed", False):
-        if lib.egmt_pc_nscale() != PC_NSCALE:
-            return None  # the kernel is written for a fixed number of scales
-        lib.egmt_pc_noise.restype = None
-        lib.egmt_pc_noise.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
-        lib.egmt_pc_orientation.restype = None
-        lib.egmt_pc_orientation.argtypes = (
-            [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_double]
-            + [ctypes.c_float] * 5 + [ctypes.c_void_p] * 5)
-        lib.egmt_pc_filter.restype = None
-        lib.egmt_pc_filter.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int64,
-                                       ctypes.c_int64, ctypes.c_void_p]
-        lib.egmt_qp_feature.restype = ctypes.c_int
-        lib.egmt_qp_feature.argtypes = ([ctypes.c_void_p] * 7 + [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-                                         ctypes.c_int, ctypes.c_double, ctypes.c_void_p])
-        lib.egmt_select2_nonneg.restype = ctypes.c_int
-        lib.egmt_select2_nonneg.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
-        lib._egmt_typed = True
-    return lib
+    """The C phase-congruency kernel (_pc.c), or None (switched off, no compiler, or built for another number of
+    scales than PC_NSCALE; see _native)."""
+    lib = _native.load("pc", _PROTOTYPES)
+    return lib if lib is not None and lib.egmt_pc_nscale() == PC_NSCALE else None
 
 
 def _median_nonneg(lib: ctypes.CDLL, x: np.ndarray) -> np.float32:
