@@ -27,3 +27,17 @@ from ros_harness import (  # noqa: E402,F401  (fixtures: ros_domain, process_tra
 
 # vision_msgs stand-in built by scripts/build_test_interfaces.sh: importable here and in spawned processes.
 ros_harness.use_test_interfaces()
+
+# Fast DDS shared-memory files in /dev/shm: the ones this run's processes left behind (SIGKILLed at a test's teardown,
+# or crashed) are removed at the end of the session; files that were there before or are still in use stay.
+_shm_before: set[str] = set()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Note the Fast DDS files in /dev/shm before the first test."""
+    _shm_before.update(ros_harness.shm_files())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the Fast DDS segments and ports of this run whose processes are gone."""
+    ros_harness.clean_fastdds_shm(_shm_before)

@@ -25,6 +25,7 @@ import ctypes
 import fcntl
 import itertools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -432,6 +433,53 @@ def wait_for_publishers(node: Any, topic: str, count: int = 1, timeout: float = 
         if time.monotonic() >= deadline:
             raise TimeoutError(f"{n}/{count} publishers on {topic} after {timeout} s\n{describe_processes()}")
         time.sleep(0.02)
+
+
+# --------------------------------------------------------------------------------------------- /dev/shm
+#: Where Fast DDS keeps its shared-memory segments and ports on Linux.
+SHM_DIR: Path = Path("/dev/shm")
+#: Lock files of Fast DDS 2/3 segments (``fastdds_<16 hex>_el``) and ports (``fastdds_port<N>_el|_sl``); the owning
+#: processes hold a flock on them while alive (the rule of ``fastdds shm clean``).
+_SHM_LOCK_RE = re.compile(r"^fast(?:dds|rtps)_(?:[0-9a-z]{16}|port\d{1,5})_(?:el|sl)$")
+
+
+def shm_files(shm_dir: Path = SHM_DIR) -> set[str]:
+    """Names of the Fast DDS files in ``shm_dir`` now (segments, ports, their locks and port mutexes)."""
+    try:
+        return {n for n in os.listdir(shm_dir) if n.startswith(("fastdds_", "fastrtps_", "sem.fastdds_",
+                                                                  "sem.fastrtps_"))}
+    except FileNotFoundError:
+        return set()
+
+
+def _lock_is_free(path: Path) -> bool:
+    """True when no live process holds a flock on ``path`` (its Fast DDS owner is gone)."""
+    try:
+        with open(path, "rb") as fd:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        return True
+    except OSError:
+        return False
+
+
+def clean_fastdds_shm(before: set[str], shm_dir: Path = SHM_DIR) -> list[str]:
+    """Remove the Fast DDS segments and ports that appeared in ``shm_dir`` since ``before`` (a :func:`shm_files`
+    snapshot) and whose owning processes are gone (their lock file is not locked): what processes killed with
+    SIGKILL leave behind. Files that were there before, or are still in use, are kept. Returns the names removed."""
+    removed = []
+    bases = sorted({n[:-3] for n in shm_files(shm_dir) - before if _SHM_LOCK_RE.match(n)})
+    for base in bases:
+        locks = [shm_dir / f"{base}{s}" for s in ("_el", "_sl") if (shm_dir / f"{base}{s}").exists()]
+        if not locks or not all(_lock_is_free(p) for p in locks):
+            continue
+        for name in (base, f"{base}_el", f"{base}_sl", f"sem.{base}_mutex"):
+            try:
+                (shm_dir / name).unlink()
+                removed.append(name)
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 # --------------------------------------------------------------------------------------------- fixtures
