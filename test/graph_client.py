@@ -15,7 +15,7 @@ from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
-from egmt_ros.nodes.common import qos_by_name, sec_to_stamp
+from egmt_ros.nodes.common import ns_to_stamp, qos_by_name, sec_to_stamp
 from egmt_ros.nodes.image_conv import numpy_to_image
 
 
@@ -64,11 +64,14 @@ class GraphClient:
         with self._lock:
             return list(self.received[topic])
 
-    def publish_thermal(self, arr: np.ndarray, encoding: str, stamp: float, frame_id: str = "thermal_camera") -> None:
-        self.thermal.publish(numpy_to_image(arr, encoding, Header(stamp=sec_to_stamp(stamp), frame_id=frame_id)))
+    def publish_thermal(self, arr: np.ndarray, encoding: str, stamp: float | int,
+                        frame_id: str = "thermal_camera") -> None:
+        """Publish a thermal frame stamped ``stamp`` (float seconds, or int nanoseconds: exact)."""
+        self.thermal.publish(numpy_to_image(arr, encoding, Header(stamp=_stamp(stamp), frame_id=frame_id)))
 
-    def publish_rgb(self, arr: np.ndarray, encoding: str, stamp: float, frame_id: str = "rgb_camera") -> None:
-        self.rgb.publish(numpy_to_image(arr, encoding, Header(stamp=sec_to_stamp(stamp), frame_id=frame_id)))
+    def publish_rgb(self, arr: np.ndarray, encoding: str, stamp: float | int, frame_id: str = "rgb_camera") -> None:
+        """Publish an RGB frame stamped ``stamp`` (float seconds, or int nanoseconds: exact)."""
+        self.rgb.publish(numpy_to_image(arr, encoding, Header(stamp=_stamp(stamp), frame_id=frame_id)))
 
     def now(self) -> float:
         return self.node.get_clock().now().nanoseconds * 1e-9
@@ -96,3 +99,8 @@ class GraphClient:
                     out.append((s.level, s.message, {kv.key: kv.value for kv in s.values}))
         return out
 
+
+
+def _stamp(stamp: float | int):
+    """int: nanoseconds, exactly; float: seconds."""
+    return ns_to_stamp(stamp) if isinstance(stamp, int) else sec_to_stamp(stamp)

@@ -10,21 +10,27 @@ from egmt_ros.fusion.agc import ThermalAGC
 from egmt_ros.fusion.methods import FunctionMethod
 from egmt_ros.fusion.pipeline import FusionPipeline, fuse_images
 from egmt_ros.fusion.registration import parse_homography, warp_thermal
-from egmt_ros.fusion.sync import StampPairer, Stamped
+from egmt_ros.fusion.sync import NS_PER_S, StampPairer, Stamped
+
+
+def ns(seconds: float) -> int:
+    """Integer nanoseconds of a stamp given in seconds (the pairer works in ns)."""
+    return round(seconds * NS_PER_S)
+
 
 AVG = FunctionMethod("avg", lambda a, b: (a + b) / 2)
 
 
 def test_pairs_within_slop_and_counts_unmatched() -> None:
-    s = StampPairer(slop=0.01, queue_size=5)
-    assert s.add_thermal(Stamped(1.000, "t1")) is None
-    p = s.add_rgb(Stamped(1.004, "r1"))
+    s = StampPairer(slop=0.01, queue_size=5, reorder_window=0.0)  # no reorder window: orphans go at once
+    assert s.add_thermal(Stamped(ns(1.000), "t1")) is None
+    p = s.add_rgb(Stamped(ns(1.004), "r1"))
     assert p is not None and (p.thermal.data, p.rgb.data) == ("t1", "r1")
-    assert p.stamp == 1.004 and p.skew == pytest.approx(-0.004)
+    assert p.stamp == ns(1.004) and p.skew == pytest.approx(-0.004)
     # a thermal frame with no RGB partner, then the next pair: the orphan is unmatched
-    s.add_thermal(Stamped(1.033, "t2"))
-    s.add_thermal(Stamped(1.066, "t3"))
-    p2 = s.add_rgb(Stamped(1.070, "r3"))
+    s.add_thermal(Stamped(ns(1.033), "t2"))
+    s.add_thermal(Stamped(ns(1.066), "t3"))
+    p2 = s.add_rgb(Stamped(ns(1.070), "r3"))
     assert p2.thermal.data == "t3"
     assert s.counters.unmatched == 1 and s.counters.paired == 2
     assert s.counters.dropped == 1  # p was never taken before p2 replaced it
@@ -33,18 +39,18 @@ def test_pairs_within_slop_and_counts_unmatched() -> None:
 
 def test_closest_partner_wins_and_out_of_slop_does_not_pair() -> None:
     s = StampPairer(slop=0.02)
-    s.add_rgb(Stamped(2.00, "r0"))
-    s.add_rgb(Stamped(2.03, "r1"))
-    p = s.add_thermal(Stamped(2.025, "t"))
+    s.add_rgb(Stamped(ns(2.00), "r0"))
+    s.add_rgb(Stamped(ns(2.03), "r1"))
+    p = s.add_thermal(Stamped(ns(2.025), "t"))
     assert p.rgb.data == "r1"
-    assert s.add_thermal(Stamped(3.0, "far")) is None and s.pending() == 1
+    assert s.add_thermal(Stamped(ns(3.0), "far")) is None and s.pending() == 1
 
 
 def test_stale_frames_are_counted_not_paired() -> None:
     s = StampPairer(slop=0.01)
-    s.add_thermal(Stamped(20.0, "t"))
-    s.add_rgb(Stamped(20.0, "r"))
-    assert s.add_thermal(Stamped(10.0, "old")) is None
+    s.add_thermal(Stamped(ns(20.0), "t"))
+    s.add_rgb(Stamped(ns(20.0), "r"))
+    assert s.add_thermal(Stamped(ns(10.0), "old")) is None
     assert s.counters.stale == 1 and s.counters.last_stale_age == pytest.approx(10.0)
 
 

@@ -11,12 +11,14 @@ import numpy as np
 def parse_homography(values: Sequence[float]) -> np.ndarray | None:
     """A 3x3 float64 matrix from 9 row-major numbers; None for the identity (nothing to warp).
 
-    Raises ValueError naming the problem for a wrong count or a singular matrix.
+    Raises ValueError naming the problem for a wrong count, a NaN/infinite entry or a singular matrix.
     """
     vals = [float(v) for v in values]
     if len(vals) != 9:
         raise ValueError(f"homography needs 9 numbers (row-major 3x3), got {len(vals)}")
     h = np.asarray(vals, dtype=np.float64).reshape(3, 3)
+    if not np.isfinite(h).all():
+        raise ValueError(f"homography must be 9 finite numbers, got {vals}")
     if abs(np.linalg.det(h)) < 1e-12:
         raise ValueError(f"homography is singular: {vals}")
     h = h / h[2, 2] if h[2, 2] != 0 else h

@@ -21,9 +21,13 @@ from egmt_ros.entities.detections import DetectionsEntitySource
 from egmt_ros.entities.keyframes import KeyframePolicy
 from egmt_ros.entities.sources import EntitySet, VocabularyEntitySource
 from egmt_ros.fusion.stats import LatencyWindow
-from egmt_ros.nodes.common import (ERROR, LATCHED_QOS, OK, WARN, EgmtNode, LatestSlot, param, qos_by_name, run_node,
-                                   sec_to_stamp, stamp_to_sec)
-from egmt_ros.nodes.image_conv import ImageConversionError, image_to_numpy
+from egmt_ros.nodes.common import (ERROR, LATCHED_QOS, OK, REJECTED, WARN, EgmtNode, LatestSlot, ns_to_stamp, param,
+                                   qos_by_name, run_node, stamp_to_ns, stamp_to_sec)
+
+#: Encodings of /egmt/fused this node's keyframe code takes (what fusion_node publishes).
+FUSED_ENCODINGS = ("bgr8", "rgb8", "mono8")
+#: Camera encodings the captioner takes (source ``caption``).
+CAMERA_ENCODINGS = ("mono8", "mono16", "16UC1", "8UC1", "bgr8", "rgb8")
 
 DEFAULTS: dict[str, Any] = {
     "qos": "sensor_data",
@@ -69,8 +73,8 @@ class EntityNode(EgmtNode):
         self.create_subscription(vm.Detection2DArray, "/egmt/detections", self._on_detections, 10)
         self.latest: dict[str, np.ndarray] = {}
         if self.source_name == "caption":
-            self.create_subscription(Image, "/thermal/image_raw", lambda m: self._keep("ir", m), qos)
-            self.create_subscription(Image, "/rgb/image_raw", lambda m: self._keep("vi", m), qos)
+            self.create_subscription(Image, "/thermal/image_raw", lambda m: self._keep("ir", m, "thermal"), qos)
+            self.create_subscription(Image, "/rgb/image_raw", lambda m: self._keep("vi", m, "rgb"), qos)
         self.lat = LatencyWindow(50)
         self.keyframes = 0
         self.published = 0
@@ -104,11 +108,10 @@ class EntityNode(EgmtNode):
         raise ValueError(f"unknown entity source {self.source_name!r}: use detections, caption or vocabulary")
 
     # ---------------------------------------------------------------- callbacks (cheap, never block)
-    def _keep(self, key: str, msg: Image) -> None:
-        try:
-            self.latest[key] = image_to_numpy(msg, copy=True)
-        except ImageConversionError as exc:
-            self.error = (time.monotonic(), f"bad {key} image: {exc}")
+    def _keep(self, key: str, msg: Image, topic: str) -> None:
+        img = self.image_or_none(msg, CAMERA_ENCODINGS, topic)
+        if img is not None:
+            self.latest[key] = img.copy()
 
     def _on_detections(self, msg) -> None:
         if isinstance(self.source, DetectionsEntitySource):
@@ -117,13 +120,11 @@ class EntityNode(EgmtNode):
             self.source.add(stamp_to_sec(msg.header.stamp), dets)
 
     def _on_fused(self, msg: Image) -> None:
-        stamp = stamp_to_sec(msg.header.stamp)
-        try:
-            img = image_to_numpy(msg)
-        except ImageConversionError as exc:
-            self.error = (time.monotonic(), f"bad image on /egmt/fused: {exc}")
+        stamp = stamp_to_ns(msg.header.stamp)
+        img = self.image_or_none(msg, FUSED_ENCODINGS, "/egmt/fused")
+        if img is None:
             return
-        ok, _reason = self.policy.should_process(img[::4, ::4], stamp)
+        ok, _reason = self.policy.should_process(img[::4, ::4], stamp * 1e-9)
         if not ok:
             return
         self.keyframes += 1
@@ -141,18 +142,18 @@ class EntityNode(EgmtNode):
         stamp, images = job
         t0 = time.perf_counter()
         try:
-            ents = self.source.extract(images.get("ir"), images.get("vi"), stamp, fused=images.get("fused"))
+            ents = self.source.extract(images.get("ir"), images.get("vi"), stamp * 1e-9, fused=images.get("fused"))
         except Exception as exc:  # noqa: BLE001 - report, keep the last entities, keep running
             self.error = (time.monotonic(), f"entity extraction failed: {exc}")
             self.get_logger().error(self.error[1], throttle_duration_sec=5.0)
             return
         self.lat.add(time.perf_counter() - t0)
-        self.publish(ents)
+        self.publish(ents, stamp)
 
-    def publish(self, ents: EntitySet) -> None:
-        """Publish an entity set latched, stamped with its keyframe's stamp."""
+    def publish(self, ents: EntitySet, stamp_ns: int) -> None:
+        """Publish an entity set latched, stamped exactly with its keyframe's stamp (integer ns)."""
         msg = self._vm.Classification()
-        msg.header.stamp = sec_to_stamp(ents.stamp)
+        msg.header.stamp = ns_to_stamp(stamp_ns)
         for e in ents.entities:
             h = self._vm.ObjectHypothesis()
             h.class_id, h.score = e.text, float(e.score)
@@ -175,6 +176,10 @@ class EntityNode(EgmtNode):
         if self.error is not None and time.monotonic() - self.error[0] < 10.0:
             level = ERROR
             msgs.append(self.error[1])
+        rejected = [m for kind, m in self.errors.recent(self.error_hold_s) if kind == REJECTED]
+        if rejected:  # a bad image on an input topic: reported as ERROR, the node keeps running
+            level = ERROR
+            msgs += rejected[-3:]
         return level, "; ".join(msgs) if msgs else "ok", values
 
 

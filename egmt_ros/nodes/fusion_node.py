@@ -13,14 +13,16 @@ blocks the cameras' callbacks and memory stays bounded. All algorithmic work is 
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
 from diagnostic_msgs.srv import AddDiagnostics
 from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.clock import ClockChange, JumpThreshold
+from rclpy.duration import Duration
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -32,11 +34,11 @@ from egmt_ros.fusion.methods import get_method
 from egmt_ros.fusion.pipeline import FusionPipeline
 from egmt_ros.fusion.registration import parse_homography
 from egmt_ros.fusion.stats import LatencyWindow, RateMeter
-from egmt_ros.fusion.sync import StampPairer, Stamped
+from egmt_ros.fusion.sync import StampPairer, Stamped, SyncCounters, stall_reasons
 from egmt_ros.fusion.terf import Detections, EffectStack
-from egmt_ros.nodes.common import (ERROR, LATCHED_QOS, OK, WARN, EgmtNode, param, qos_by_name, run_node, sec_to_stamp,
-                                   stamp_to_sec)
-from egmt_ros.nodes.image_conv import ImageConversionError, image_to_numpy, numpy_to_image
+from egmt_ros.nodes.common import (CALLBACK_ERROR, ERROR, LATCHED_QOS, OK, REJECTED, WARN, EgmtNode, ns_to_stamp, param, qos_by_name, run_node,
+                                   stamp_to_ns, stamp_to_sec)
+from egmt_ros.nodes.image_conv import numpy_to_image
 
 #: Every parameter and its default (config/egmt.yaml repeats them; a test checks they agree).
 DEFAULTS: dict[str, Any] = {
@@ -44,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
     "qos_depth": 5,
     "sync.slop": 0.02,
     "sync.queue_size": 10,
+    "sync.reorder_window": 0.1,
+    "sync.max_future": 10.0,
     "homography": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
     "agc.low_percentile": 1.0,
     "agc.high_percentile": 99.0,
@@ -66,8 +70,10 @@ DEFAULTS: dict[str, Any] = {
 
 THERMAL_ENCODINGS = ("mono8", "mono16", "16UC1", "8UC1", "32FC1", "bgr8", "rgb8")
 RGB_ENCODINGS = ("bgr8", "rgb8", "bgra8", "rgba8", "mono8")
+#: Seconds without a fused image while frames arrive before /diagnostics says WARN and why.
+STALL_S = 2.0
 #: Parameters that may change while running (the rest need a restart).
-DYNAMIC = ("sync.slop", "homography", "agc.low_percentile", "agc.high_percentile", "agc.smoothing",
+DYNAMIC = ("sync.slop", "sync.reorder_window", "sync.max_future", "homography", "agc.low_percentile", "agc.high_percentile", "agc.smoothing",
            "input_timeout", "max_stamp_lag", "entities.max_age", "effects.feather", "effects.max_detection_age",
            "command.min_similarity")
 
@@ -79,7 +85,9 @@ class FusionNode(EgmtNode):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("fusion_node", DEFAULTS, **kwargs)
-        self.pairer = StampPairer(param(self, "sync.slop"), param(self, "sync.queue_size"))
+        self.pairer = StampPairer(param(self, "sync.slop"), param(self, "sync.queue_size"),
+                                  param(self, "sync.reorder_window"), param(self, "sync.max_future"))
+        self._stall: deque[tuple[float, SyncCounters, int]] = deque()  # (time, counters, rejected) per status
         self.method = self._load_method()
         self.effects = EffectStack(param(self, "effects.feather"), param(self, "effects.max_detection_age"))
         self._text_encoder = self._load_text_encoder()
@@ -94,8 +102,6 @@ class FusionNode(EgmtNode):
             post=self._apply_effects)
         self.lat = {k: LatencyWindow() for k in ("preprocess", "fuse", "postprocess", "total", "receive_to_publish")}
         self.rates = {k: RateMeter() for k in ("thermal", "rgb", "fused")}
-        self.errors: dict[str, tuple[float, str]] = {}   # kind -> (monotonic time, message)
-        self.error_count = 0
         self.detections_received = 0
         self.entities: list[str] = []
         self.entity_stamp: float | None = None
@@ -115,6 +121,11 @@ class FusionNode(EgmtNode):
         self.create_service(AddDiagnostics, "~/command", self._on_command_service)
         self.pub = self.create_publisher(Image, "/egmt/fused", qos)
         self.add_on_set_parameters_callback(self._on_params)
+        # like rclpy's clock jump callbacks in message_filters: time going back (sim-time reset, replay) resets the
+        # pairer at once instead of after JUMP_FRAMES stale frames
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=True),
+            post_callback=self._on_clock_jump)
         self.start()
         self.get_logger().info(f"fusing {self.thermal_topic} + {self.rgb_topic} -> /egmt/fused with "
                                f"{param(self, 'model.method')}")
@@ -138,10 +149,8 @@ class FusionNode(EgmtNode):
                 return SetParametersResult(successful=False, reason=f"{p.name} needs a node restart")
         try:
             for p in params:
-                if p.name == "sync.slop":
-                    if p.value < 0:
-                        raise ValueError("sync.slop must be >= 0")
-                    self.pairer.slop = float(p.value)
+                if p.name.startswith("sync."):
+                    setattr(self.pairer, p.name[len("sync."):], p.value)  # validated by the pairer
                 elif p.name == "homography":
                     self.pipeline.homography = parse_homography(p.value)
                 elif p.name == "effects.feather":
@@ -163,47 +172,36 @@ class FusionNode(EgmtNode):
     # ---------------------------------------------------------------- callbacks
     def _note_error(self, kind: str, message: str) -> None:
         """Count an input/processing problem; diagnostics report every distinct recent one."""
-        self.error_count += 1
-        key = f"{kind}:{re.sub(r'[0-9.]+', '#', message)[:80]}"  # same problem, other numbers: one entry
-        self.errors.pop(key, None)
-        self.errors[key] = (time.monotonic(), message)
-        while len(self.errors) > 16:
-            self.errors.pop(next(iter(self.errors)))
+        self.errors.note(kind, message)
         self.get_logger().warn(message, throttle_duration_sec=2.0)
 
-    def _convert(self, msg: Image, allowed: tuple[str, ...], topic: str) -> np.ndarray | None:
-        if msg.encoding not in allowed:
-            self._note_error(topic, f"unsupported encoding {msg.encoding!r} on {topic}; expected one of "
-                                    f"{', '.join(allowed)}")
-            return None
-        try:
-            arr = image_to_numpy(msg)
-        except ImageConversionError as exc:
-            self._note_error(topic, f"bad image on {topic}: {exc}")
-            return None
-        return arr
+    def _on_clock_jump(self, jump) -> None:
+        if jump.clock_change != ClockChange.ROS_TIME_NO_CHANGE or jump.delta.nanoseconds < -self.pairer.slop * 1e9:
+            why = f"node clock jumped {jump.delta.nanoseconds * 1e-9:+.3f} s"
+            self.pairer.reset(why)
+            self.get_logger().warn(f"{why}: stamp pairer reset")
 
-    def _check_lag(self, stamp: float, topic: str) -> None:
-        lag = self.get_clock().now().nanoseconds * 1e-9 - stamp
+    def _check_lag(self, stamp: int, now: int, topic: str) -> None:
+        lag = (now - stamp) * 1e-9
         if lag > param(self, "max_stamp_lag"):
             self._note_error(f"lag{topic}", f"stamp on {topic} is {lag:.1f} s in the past "
                                             "(camera clock or use_sim_time mismatch?)")
 
     def _on_thermal(self, msg: Image) -> None:
         self.rates["thermal"].tick()
-        arr = self._convert(msg, THERMAL_ENCODINGS, self.thermal_topic)
+        arr = self.image_or_none(msg, THERMAL_ENCODINGS, self.thermal_topic)
         if arr is not None:
-            stamp = stamp_to_sec(msg.header.stamp)
-            self._check_lag(stamp, self.thermal_topic)
-            self.pairer.add_thermal(Stamped(stamp, (arr, msg.encoding), time.monotonic()))
+            stamp, now = stamp_to_ns(msg.header.stamp), self.get_clock().now().nanoseconds
+            self._check_lag(stamp, now, self.thermal_topic)
+            self.pairer.add_thermal(Stamped(stamp, (arr, msg.encoding), time.monotonic()), now)
 
     def _on_rgb(self, msg: Image) -> None:
         self.rates["rgb"].tick()
-        arr = self._convert(msg, RGB_ENCODINGS, self.rgb_topic)
+        arr = self.image_or_none(msg, RGB_ENCODINGS, self.rgb_topic)
         if arr is not None:
-            stamp = stamp_to_sec(msg.header.stamp)
-            self._check_lag(stamp, self.rgb_topic)
-            self.pairer.add_rgb(Stamped(stamp, (arr, msg.encoding, msg.header.frame_id), time.monotonic()))
+            stamp, now = stamp_to_ns(msg.header.stamp), self.get_clock().now().nanoseconds
+            self._check_lag(stamp, now, self.rgb_topic)
+            self.pairer.add_rgb(Stamped(stamp, (arr, msg.encoding, msg.header.frame_id), time.monotonic()), now)
 
     def _on_entities(self, msg) -> None:
         labels = [r.class_id for r in msg.results if r.class_id]
@@ -287,7 +285,7 @@ class FusionNode(EgmtNode):
         try:
             self._fuse_pair(pair)
         except Exception as exc:  # noqa: BLE001 - a bad frame must never kill the node
-            self._note_error("fusion", f"fusion failed: {exc} (pair at {pair.stamp:.3f})")
+            self._note_error("fusion", f"fusion failed: {exc} (pair at {pair.stamp * 1e-9:.3f})")
 
     def _fuse_pair(self, pair) -> None:
         t0 = time.perf_counter()
@@ -299,9 +297,9 @@ class FusionNode(EgmtNode):
         thermal, _ = pair.thermal.data
         rgb, rgb_encoding, frame_id = pair.rgb.data
         rgb_enc = "bgr8" if rgb_encoding.startswith("bgr") else ("rgb8" if rgb.ndim == 3 else "mono8")
-        result = self.pipeline.process(thermal, rgb, rgb_enc, pair.stamp)
+        result = self.pipeline.process(thermal, rgb, rgb_enc, pair.stamp * 1e-9)
         out = numpy_to_image(result.image, result.encoding)
-        out.header.stamp = sec_to_stamp(pair.stamp)
+        out.header.stamp = ns_to_stamp(pair.stamp)  # exactly the RGB frame's stamp
         out.header.frame_id = frame_id
         self.pub.publish(out)
         now = time.monotonic()
@@ -315,14 +313,16 @@ class FusionNode(EgmtNode):
     def status(self) -> tuple[bytes, str, dict[str, Any]]:
         """Level, message and values of the node's health (also used by tests without ROS)."""
         now = time.monotonic()
-        c = self.pairer.counters
+        c = self.pairer.snapshot()
         values: dict[str, Any] = {
             "thermal_rate_hz": self.rates["thermal"].rate(now), "rgb_rate_hz": self.rates["rgb"].rate(now),
             "fused_rate_hz": self.rates["fused"].rate(now),
             "frames_in_thermal": c.thermal_in, "frames_in_rgb": c.rgb_in, "pairs_matched": c.paired,
             "frames_pending": self.pairer.pending(),
             "pairs_fused": c.paired - c.dropped, "pairs_dropped": c.dropped, "frames_unmatched": c.unmatched,
-            "frames_stale": c.stale, "errors": self.error_count,
+            "frames_stale": c.stale, "frames_future": c.future, "frames_rejected": self.errors.count(REJECTED),
+            "sync_resets": c.resets, "last_sync_reset": c.last_reset or "none",
+            "errors": self.errors.count(),
             "method": param(self, "model.method"), "backend": param(self, "model.backend"),
             "entities": ",".join(self.entities), "active_effects": "; ".join(self.effects.describe()),
             "detections_received": self.detections_received,
@@ -349,14 +349,34 @@ class FusionNode(EgmtNode):
             elif silence > timeout:
                 level = max(level, WARN)
                 msgs.append(f"no {name} image for {silence:.1f} s on {topic}")
-        for kind, (t, m) in list(self.errors.items()):
-            if now - t < max(5.0, 2 * param(self, "diagnostics_period")):
-                level = max(level, ERROR if kind.startswith("fusion") else WARN)
+        stalled = self._stalled(now, c)
+        if stalled:
+            level = max(level, WARN)
+            msgs.append(stalled)
+        for kind, m in self.errors.recent(max(5.0, 2 * param(self, "diagnostics_period"))):
+            if kind != CALLBACK_ERROR:  # those are the base class's (ERROR)
+                level = max(level, ERROR if kind == "fusion" else WARN)
                 msgs.append(m)
         if ent_age is not None and ent_age > param(self, "entities.max_age"):
             level = max(level, WARN)
             msgs.append(f"entities are {ent_age:.0f} s old: is entity_node running? (fusing with the last ones)")
         return level, "; ".join(msgs) if msgs else "fusing", values
+
+    def _stalled(self, now: float, counters: SyncCounters) -> str:
+        """A WARN message when frames arrived in the last STALL_S seconds but nothing was fused, naming why."""
+        rejected = self.errors.count(REJECTED)
+        self._stall.append((now, counters, rejected))
+        while len(self._stall) > 1 and now - self._stall[1][0] >= STALL_S:
+            self._stall.popleft()
+        t_ref, ref, rejected_ref = self._stall[0]
+        arrived = counters.thermal_in + counters.rgb_in - ref.thermal_in - ref.rgb_in + rejected - rejected_ref
+        silence = self.rates["fused"].silence(now)
+        if now - t_ref < STALL_S or not arrived or (silence is not None and silence <= STALL_S):
+            return ""
+        why = stall_reasons(ref, counters, rejected - rejected_ref) or [
+            f"{self.pairer.pending()} frames waiting for a partner or for the fusion worker"]
+        since = f"for {silence:.1f} s" if silence is not None else "yet"
+        return f"nothing fused {since} while frames arrive: " + "; ".join(why)
 
 
 def _vision_type(name: str):
