@@ -10,7 +10,7 @@ import pytest
 from egmt_ros.data.images import load_pair
 from egmt_ros.detection.classmap import COCO_TO_M3FD, M3FD_CLASSES, class_mapping
 from egmt_ros.detection.dataset import read_yolo
-from egmt_ros.detection.detector import Detection, Detector, annotate, find_weights
+from egmt_ros.detection.detector import Detection, Detector, UntrustedWeightsError, annotate, find_weights
 from egmt_ros.detection.evaluate import box_iou, labels_to_pixels
 from egmt_ros.detection.inputs import DetectorInput
 from egmt_ros.paths import models_dir
@@ -58,7 +58,7 @@ def test_find_weights_offline_lists_every_place(tmp_path: Path, monkeypatch: pyt
         find_weights(None)
     msg = str(err.value)
     assert str(empty / "weights" / "yolo11n_int8_openvino_model") in msg
-    assert str(tmp_path / "yolo11n.pt") in msg
+    assert "yolo11n.pt" not in msg.split("download")[0]  # no working-directory fallback (a pickle; issue 16)
     assert "download" in msg and "YOLO_OFFLINE" in msg
 
 
@@ -75,6 +75,25 @@ def test_find_weights_explicit_missing_path_is_a_clear_error(tmp_path: Path) -> 
     with pytest.raises(FileNotFoundError, match="best.onnx"):
         find_weights(str(missing))
     assert find_weights(str(tmp_path)) == str(tmp_path)
+
+
+def test_crafted_pt_is_not_unpickled_and_the_error_says_how_to_load_safely(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    from crafted import write_crafted_pt
+
+    marker = tmp_path / "pwned"
+    crafted = write_crafted_pt(tmp_path / "yolo11n.pt", marker)
+    monkeypatch.chdir(tmp_path)  # a yolo11n.pt in the working directory is no fallback either
+    for weights in (str(crafted), "yolo11n.pt"):
+        with pytest.raises(UntrustedWeightsError) as err:
+            Detector(weights=weights)
+        msg = str(err.value)
+        assert "pickle" in msg and "format=openvino" in msg and "weights_trust_pickle: true" in msg
+    assert not marker.exists()
+    pickle.loads(crafted.read_bytes())
+    assert marker.exists(), "the file really is hostile (the test's own check)"
 
 
 def test_detect_accepts_uint8_float_grey_and_batches(person_detector: Detector, data_root: Path) -> None:

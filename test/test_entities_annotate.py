@@ -95,3 +95,17 @@ def test_annotate_missing_detector_weights_names_the_path(data_root: Path, tmp_p
     assert "annotate:" in str(exc.value)
     assert str(tmp_path / "root" / "weights" / "yolov8n_int8_openvino_model") in str(exc.value)
     assert not out.exists()
+
+
+def test_annotate_refuses_a_crafted_pt_without_running_it(data_root: Path, tmp_path: Path) -> None:
+    """--detector-weights x.pt without --weights-trust-pickle: a one-line error saying how to load weights safely,
+    and the pickle's code never runs."""
+    from crafted import write_crafted_pt
+
+    marker = tmp_path / "pwned"
+    crafted = write_crafted_pt(tmp_path / "detector.pt", marker)
+    with pytest.raises(SystemExit) as exc:
+        main(["--data", str(data_root / "msrs_train5"), "--out", str(tmp_path / "ann.json"), "--max-pairs", "1",
+              "--detector-weights", str(crafted)])
+    assert "annotate:" in str(exc.value) and "format=openvino" in str(exc.value)
+    assert "--weights-trust-pickle" in str(exc.value) and not marker.exists()

@@ -109,3 +109,31 @@ def test_pipeline_matches_file_path_on_real_pair(data_root) -> None:
     assert set(res.timings) == {"preprocess", "fuse", "postprocess"}
     with pytest.raises(ValueError, match="empty image"):
         FusionPipeline(AVG).process(np.zeros((0, 0), np.uint8), bgr)
+
+
+def test_agc_outlier_frame_does_not_poison_the_range() -> None:
+    """After a 32FC1 frame of +-3e38 the next good frame is mapped exactly as without that frame."""
+    rng = np.random.default_rng(1)
+    good = [rng.normal(300.0, 5.0, size=(64, 80)).astype(np.float32) for _ in range(12)]
+    glitch = np.where(rng.random((64, 80)) < 0.5, 3e38, -3e38).astype(np.float32)
+    with_glitch, without = ThermalAGC(), ThermalAGC()
+    for f in good[:10]:
+        with_glitch(f), without(f)
+    with_glitch(glitch)
+    for f in good[10:]:
+        assert np.array_equal(with_glitch(f), without(f))
+    assert with_glitch.outliers == 1 and with_glitch.current_range == without.current_range
+    # the same change persisting is real (a new gain or unit): taken in after outlier_frames frames
+    agc = ThermalAGC(outlier_frames=3)
+    for f in good[:5]:
+        agc(f)
+    for _ in range(3):
+        agc(good[5] * 100)
+    assert agc.outliers == 2 and agc.current_range[1] > 1000
+
+
+def test_agc_nan_rows_do_not_hide_valid_values() -> None:
+    frame = np.full((64, 64), np.nan, np.float32)
+    frame[1::4] = np.linspace(0, 1000, 64, dtype=np.float32)  # only rows the 4x subsample grid skips are valid
+    out = ThermalAGC(subsample=4)(frame)
+    assert out.max() == 1.0 and out[1].min() == 0.0

@@ -27,6 +27,7 @@ from egmt_ros.entities.loading import ensure_offline
 ensure_offline()
 
 from egmt_ros.data.images import list_pairs, load_pair  # noqa: E402
+from egmt_ros.detection.detector import UntrustedWeightsError, add_trust_argument  # noqa: E402
 from egmt_ros.entities.classes import DEFAULT_CLASSES, multi_hot, parse_class_list  # noqa: E402
 from egmt_ros.entities.encoders import MINILM_ID  # noqa: E402
 from egmt_ros.entities.sources import MODALITIES, SOURCES, EntitySet  # noqa: E402
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detector weights, one or more (several: an ensemble, detections pooled; default: "
                         "YOLO11n and YOLOv8n under the data root, weights/yolo11n_int8_openvino_model and "
                         "weights/yolov8n_int8_openvino_model)")
+    add_trust_argument(p)
     p.add_argument("--conf", type=float, default=0.25, help="detector confidence threshold")
     p.add_argument("--modalities", default="vi,ir,ir_inverted,fused",
                    help=f"images the detector sees (--source detector): any of {', '.join(MODALITIES)} "
@@ -146,7 +148,7 @@ def build_source(args: argparse.Namespace) -> Any:
                                             max_entities=args.max_entities,
                                             weights=args.detector_weights or [
                                                 str(data_root() / p) for p in DEFAULT_ANNOTATION_DETECTORS],
-                                            conf=args.conf, tiles=args.tiles,
+                                            conf=args.conf, tiles=args.tiles, trust_pickle=args.weights_trust_pickle,
                                             classes=None if args.all_detector_classes else
                                             parse_class_list(args.classes))
     if not args.captioner:
@@ -213,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = build_source(args)
         fuse = fused_maker(args)
         encoder = get_text_encoder(args.text_encoder)
-    except FileNotFoundError as exc:  # missing weights (ModelNotFoundError too): the message says where it looked
+    except (FileNotFoundError, UntrustedWeightsError) as exc:  # missing or pickled weights: the message says why
         raise SystemExit(f"annotate: {exc}") from exc
     doc["text_encoder"] = str(getattr(encoder, "id", args.text_encoder))
     # the "encode" stage is timed without the label cache (the cost of a new label); the nodes cache by label

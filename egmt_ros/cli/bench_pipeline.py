@@ -46,6 +46,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from egmt_ros.detection.detector import add_trust_argument
+
 STAGES = ("preprocess", "fuse", "postprocess", "detect", "total")
 MODES = ("fusion", "fusion+detection")
 RANDOM_METHODS = {"random_rt": "rt", "random_paper": "paper"}
@@ -142,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", type=Path, default=None, help="pair folder (ir/ + vi/); default: <data root>/roadscene")
     ap.add_argument("--pairs", type=int, default=8, help="distinct pairs cycled through")
     ap.add_argument("--detector-weights", default=None, help="detector weights (default: Detector()'s search)")
+    add_trust_argument(ap)
     ap.add_argument("--cache-dir", type=Path, default=None, help="ONNX / TensorRT cache (default ~/.cache/egmt_ros)")
     ap.add_argument("--out", type=Path, default=Path("out/bench_pipeline"), help="output folder")
     return ap
@@ -454,7 +457,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if "fusion+detection" in modes:
         from egmt_ros.detection.detector import Detector
 
-        detector = Detector(args.detector_weights)
+        detector = Detector(args.detector_weights, trust_pickle=args.weights_trust_pickle)
 
     la0 = load_avg()
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")

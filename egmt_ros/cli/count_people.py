@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from egmt_ros.data.images import from_uint8, to_gray
-from egmt_ros.detection.detector import Detector, annotate
+from egmt_ros.detection.detector import Detector, add_trust_argument, annotate
 from egmt_ros.detection.inputs import DetectorInput
 
 PROXY_NOTE = ("This is a proxy, not mAP: the M2VD videos carry no labels, so the table counts person detections "
@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=1, help="use every K-th frame")
     p.add_argument("--out", required=True, help="output folder (tables and JPEGs)")
     p.add_argument("--weights", default=None, help="detector weights (default: the default detector)")
+    add_trust_argument(p)
     p.add_argument("--conf", type=float, default=0.25)
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--device", default="cpu")
@@ -159,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     makers = {m: DetectorInput(m) for m in methods}
-    detector = Detector(args.weights, device=args.device, conf=args.conf, imgsz=args.imgsz, classes=["person"])
+    detector = Detector(args.weights, device=args.device, conf=args.conf, imgsz=args.imgsz, classes=["person"],
+                        trust_pickle=args.weights_trust_pickle)
     names = video_names(videos)
     if args.videos_only:
         names = [n for n in names if n in {v.strip() for v in args.videos_only.split(",")}]

@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from egmt_ros.detection.dataset import load_detection_data, split_samples
-from egmt_ros.detection.detector import Detector
+from egmt_ros.detection.detector import Detector, add_trust_argument
 from egmt_ros.detection.evaluate import evaluate_input, write_tables
 from egmt_ros.detection.inputs import DetectorInput, FusedCache
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m egmt_ros.cli.eval_detector", description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="M3FD-style root: ir/ + vi/ images, Annotation/ (VOC) or labels/")
     p.add_argument("--weights", default=None, help="detector weights (one path, or name=path,...); default detector")
+    add_trust_argument(p)
     p.add_argument("--fusion", default="ir,vi,average", help="comma-separated inputs: ir, vi, fusion method names")
     p.add_argument("--split", choices=("val", "train", "all"), default="val",
                    help="which pairs to score (the split train_detector used; default val)")
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in inputs:
         w = weights[name]
         if w not in detectors:
-            detectors[w] = Detector(w, device=args.device, conf=args.conf, iou=args.iou, imgsz=args.imgsz)
+            detectors[w] = Detector(w, device=args.device, conf=args.conf, iou=args.iou, imgsz=args.imgsz,
+                                    trust_pickle=args.weights_trust_pickle)
         results.append(evaluate_input(detectors[w], samples, data.names, DetectorInput(name), cache))
     used = sorted({Path(d.weights).name for d in detectors.values()})
     md, csv_path = write_tables(results, out, title=f"Detection mAP ({args.split} split, {len(samples)} pairs; "

@@ -14,7 +14,7 @@ import argparse
 import time
 from pathlib import Path
 
-from egmt_ros.detection.detector import Detector
+from egmt_ros.detection.detector import Detector, add_trust_argument
 from egmt_ros.detection.evaluate import evaluate_input, write_tables
 from egmt_ros.detection.training import prepare_dataset, train
 
@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="M3FD-style root: ir/ + vi/ images, Annotation/ (VOC) or labels/")
     p.add_argument("--fusion", required=True, help="fusion method name, or ir / vi for a single modality")
     p.add_argument("--model", default="yolov5nu.yaml",
-                   help="ultralytics model: yolov5nu.yaml / yolo11n.yaml (random init) or a .pt to fine-tune")
+                   help="ultralytics model: yolov5nu.yaml / yolo11n.yaml (random init) or a .pt to fine-tune "
+                        "(with --trust-pickle: a .pt is a pickle that can run code when loaded)")
+    add_trust_argument(p, "--trust-pickle")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--batch", type=int, default=16)
@@ -54,9 +56,11 @@ def main(argv: list[str] | None = None) -> int:
           f"labels {prep.data.label_format}, input {args.fusion} ({t_data:.1f} s) -> {prep.yaml_path}")
     t1 = time.perf_counter()
     best = train(prep.yaml_path, args.model, out, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
-                 device=args.device, workers=args.workers, seed=args.seed, plots=not args.no_plots)
+                 device=args.device, workers=args.workers, seed=args.seed, plots=not args.no_plots,
+                 trust_pickle=args.trust_pickle)
     print(f"trained {args.model} for {args.epochs} epoch(s) in {time.perf_counter() - t1:.1f} s -> {best}")
-    detector = Detector(str(best), device=args.device, conf=0.001, iou=0.7, imgsz=args.imgsz)
+    # best.pt is the file this run just wrote into --out: loading it is this run's own consent
+    detector = Detector(str(best), device=args.device, conf=0.001, iou=0.7, imgsz=args.imgsz, trust_pickle=True)
     result = evaluate_input(detector, prep.val, prep.data.names, prep.maker, prep.cache)
     md, csv_path = write_tables([result], out, title=f"Detection mAP, val split, {args.model} trained on {args.fusion}")
     print(md.read_text())

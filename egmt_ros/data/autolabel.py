@@ -53,7 +53,10 @@ def detector_path() -> Path:
 
 
 def load_detector(path: str | Path | None = None) -> Any:
-    """The ultralytics YOLO detector (offline)."""
+    """The ultralytics YOLO detector (offline; never a pickled .pt: :func:`check_weights_safe`)."""
+    from egmt_ros.detection.detector import check_weights_safe
+
+    check_weights_safe(str(path or detector_path()))
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics import YOLO  # heavy import, only here
 

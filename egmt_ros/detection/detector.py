@@ -1,16 +1,19 @@
 """The default object detector: a thin wrapper over ultralytics YOLO, offline, for numpy images.
 
 Weights come from :func:`find_weights`: the explicit ``detector.weights`` parameter, else the official YOLO11n COCO
-model (INT8 OpenVINO export) under the data root, else ultralytics' standard ``yolo11n.pt`` when online. Any format
-ultralytics loads works through the same parameter: ``.pt``, ``.onnx``, ``.engine``, an OpenVINO folder, a model
-``.yaml`` (random init).
+model (INT8 OpenVINO export) under the data root, else ultralytics' standard ``yolo11n.pt`` when online. There is no
+working-directory fallback. Formats that load without unpickling are the default: an OpenVINO model folder,
+``.onnx``, ``.engine``, a model ``.yaml`` (random init). A ``.pt`` (or any other file ultralytics would unpickle:
+a crafted one runs its code on load) is refused unless the caller consents with ``trust_pickle`` (the
+``weights_trust_pickle`` parameter of detection_node, ``--weights-trust-pickle`` of the CLIs);
+:func:`check_weights_safe` raises :class:`UntrustedWeightsError` saying how to load the weights safely.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -24,6 +27,36 @@ DEFAULT_WEIGHTS_SUBPATH = Path("weights") / "yolo11n_int8_openvino_model"
 ULTRALYTICS_STANDARD = "yolo11n.pt"
 
 
+#: Weight formats ultralytics loads without unpickling (besides a model folder such as an OpenVINO export).
+SAFE_SUFFIXES = (".onnx", ".engine", ".yaml", ".yml")
+#: How a user consents to loading a pickle.
+TRUST_HINT = "weights_trust_pickle: true (detection_node) or --weights-trust-pickle (CLIs)"
+
+
+class UntrustedWeightsError(ValueError):
+    """Weights that would be unpickled (a .pt runs arbitrary code when loaded) without the caller's consent."""
+
+
+def check_weights_safe(weights: str, trust_pickle: bool = False) -> None:
+    """Refuse ``weights`` that ultralytics would unpickle unless ``trust_pickle``; the error says how to load them
+    safely. A model folder and the :data:`SAFE_SUFFIXES` formats always pass."""
+    p = Path(weights)
+    if trust_pickle or p.is_dir() or p.suffix.lower() in SAFE_SUFFIXES:
+        return
+    raise UntrustedWeightsError(
+        f"refusing to load detector weights {weights!r}: {p.suffix or 'such'} files are Python pickles, and loading "
+        f"one runs any code it contains. Load weights safely: export them once on a machine where you trust the file "
+        f"(yolo export model={p.name} format=openvino, or format=onnx) and give the exported folder or .onnx; or, "
+        f"only for a file you trust, set {TRUST_HINT}")
+
+
+def add_trust_argument(parser: Any, flag: str = "--weights-trust-pickle") -> None:
+    """The CLIs' consent flag for loading pickled detector weights (see :func:`check_weights_safe`)."""
+    parser.add_argument(flag, action="store_true",
+                        help="load .pt detector weights although a .pt is a pickle that can run code when loaded "
+                             "(only for files you trust; safe: an OpenVINO folder or .onnx export)")
+
+
 @dataclass(frozen=True)
 class Detection:
     """One detected object; ``box_xyxy`` is (x1, y1, x2, y2) in pixels of the image given to ``detect``."""
@@ -34,24 +67,12 @@ class Detection:
     box_xyxy: tuple[float, float, float, float]
 
 
-def _ultralytics_weights_dir() -> Path | None:
-    """ultralytics' ``weights_dir`` setting, read from its settings file without importing ultralytics."""
-    import json
-    import os
-
-    cfg = Path(os.environ.get("YOLO_CONFIG_DIR", "")) / "Ultralytics" / "settings.json"
-    try:
-        return Path(json.loads(cfg.read_text())["weights_dir"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def find_weights(explicit: str | None = None) -> str:
     """The detector weights to load (a path, or the ultralytics model name ``yolo11n.pt`` when online).
 
     Search order: ``explicit`` (the ``detector.weights`` parameter; a missing path is an error, except a bare
-    ultralytics model name when online); ``<data root>/weights/yolo11n_int8_openvino_model``; ``yolo11n.pt`` in the
-    working directory or ultralytics' weights dir; ``yolo11n.pt`` downloaded by ultralytics when not offline.
+    ultralytics model name when online); ``<data root>/weights/yolo11n_int8_openvino_model``; ``yolo11n.pt``
+    downloaded by ultralytics when not offline (a pickle: :class:`Detector` loads it only with ``trust_pickle``).
     Raises FileNotFoundError naming every place looked at.
     """
     prepare_ultralytics()
@@ -72,14 +93,6 @@ def find_weights(explicit: str | None = None) -> str:
     looked.append(f"{default} (data root: $EGMT_DATA or ../shared/data)")
     if default.is_dir():
         return str(default)
-    local = [Path.cwd() / ULTRALYTICS_STANDARD]
-    wdir = _ultralytics_weights_dir()
-    if wdir is not None:
-        local.append(wdir / ULTRALYTICS_STANDARD)
-    for cand in local:
-        looked.append(str(cand))
-        if cand.is_file():
-            return str(cand)
     if not offline:
         return ULTRALYTICS_STANDARD
     looked.append(f"ultralytics download of {ULTRALYTICS_STANDARD} (skipped: YOLO_OFFLINE is set)")
@@ -131,10 +144,13 @@ class Detector:
     """ultralytics YOLO on numpy images (RGB uint8 / float [0, 1], or grey replicated to 3 channels)."""
 
     def __init__(self, weights: str | None = None, device: str = "cpu", conf: float = 0.25, iou: float = 0.45,
-                 imgsz: int = 640, classes: list[str] | None = None, max_det: int = 300) -> None:
-        """Load ``weights`` (see :func:`find_weights`). ``classes`` keeps only these class names (None: all)."""
-        YOLO = import_yolo()
+                 imgsz: int = 640, classes: list[str] | None = None, max_det: int = 300,
+                 trust_pickle: bool = False) -> None:
+        """Load ``weights`` (see :func:`find_weights`; a pickle such as a .pt only with ``trust_pickle``, see
+        :func:`check_weights_safe`). ``classes`` keeps only these class names (None: all)."""
         self.weights: str = find_weights(weights)
+        check_weights_safe(self.weights, trust_pickle)
+        YOLO = import_yolo()
         self.model = YOLO(self.weights, task="detect")
         # One warm-up prediction sets up ultralytics' predictor (and compiles exported models) before ``names``
         # is read: reading it first would load an exported model a second time.

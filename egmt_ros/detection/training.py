@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from egmt_ros.detection.dataset import DetectionData, Sample, load_detection_data, split_samples, write_yolo_dataset
+from egmt_ros.detection.detector import check_weights_safe
 from egmt_ros.detection.inputs import DetectorInput, FusedCache
 from egmt_ros.detection.ultralytics_env import import_yolo
 
@@ -45,11 +46,13 @@ def prepare_dataset(root: str | Path, fusion: str, out_dir: str | Path, cache_di
 
 def train(data_yaml: str | Path, model: str, out_dir: str | Path, epochs: int = 100, imgsz: int = 640,
           batch: int = 16, device: str = "cpu", workers: int = 2, seed: int = 0, name: str = "train",
-          plots: bool = True) -> Path:
+          plots: bool = True, trust_pickle: bool = False) -> Path:
     """Train ``model`` (a model .yaml for random init, or a .pt to fine-tune) with ultralytics; returns best.pt.
 
     The run goes to ``out_dir/<name>/`` (ultralytics' ``weights/``, ``results.csv``, plots unless ``plots`` is off).
+    A .pt ``model`` is a pickle: refused unless ``trust_pickle`` (:func:`check_weights_safe`).
     """
+    check_weights_safe(str(model), trust_pickle)
     YOLO = import_yolo()
     yolo = YOLO(model, task="detect")
     yolo.train(data=str(data_yaml), epochs=epochs, imgsz=imgsz, batch=batch, device=device, workers=workers,

@@ -148,13 +148,14 @@ class DetectorEntitySource:
     detector does not know never match), e.g. the multi-label class list, so tiles of bushes do not become "broccoli".
     ``detector`` is an ``egmt_ros.detection.detector.Detector`` or a list of them (an ensemble: every detector
     sees every view, detections are pooled); when None, one Detector per entry of ``weights`` (a path or a list of
-    paths; None: the default model) with ``conf``.
+    paths; None: the default model) with ``conf`` (a pickled .pt only with ``trust_pickle``).
     """
 
     def __init__(self, detector: Any = None, modalities: Sequence[str] = ("vi",),
                  vocabulary: str | Sequence[str] | None = None, vocabulary_score: float = 1.0,
                  max_entities: int = MAX_ENTITIES, weights: str | Sequence[str] | None = None,
-                 conf: float = 0.25, tiles: int = 1, classes: Sequence[str] | None = None) -> None:
+                 conf: float = 0.25, tiles: int = 1, classes: Sequence[str] | None = None,
+                 trust_pickle: bool = False) -> None:
         bad = [m for m in modalities if m not in MODALITIES]
         if bad or not modalities:
             raise ValueError(f"modalities must be among {', '.join(MODALITIES)}; got {list(modalities)}")
@@ -162,7 +163,7 @@ class DetectorEntitySource:
             from egmt_ros.detection.detector import Detector
 
             paths = [weights] if weights is None or isinstance(weights, str) else list(weights)
-            detector = [Detector(weights=w, conf=conf) for w in paths]
+            detector = [Detector(weights=w, conf=conf, trust_pickle=trust_pickle) for w in paths]
         detectors = list(detector) if isinstance(detector, (list, tuple)) else [detector]
         if not detectors:
             raise ValueError("at least one detector is needed")

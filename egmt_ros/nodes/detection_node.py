@@ -21,6 +21,7 @@ DEFAULTS: dict[str, Any] = {
     "qos": "sensor_data",
     "qos_depth": 5,
     "weights": "",
+    "weights_trust_pickle": False,
     "device": "cpu",
     "conf": 0.25,
     "iou": 0.45,
@@ -44,7 +45,8 @@ class DetectionNode(EgmtNode):
 
         self.detector = Detector(weights=param(self, "weights") or None, device=param(self, "device"),
                                  conf=param(self, "conf"), iou=param(self, "iou"), imgsz=param(self, "imgsz"),
-                                 classes=_split(param(self, "classes")))
+                                 classes=_split(param(self, "classes")),
+                                 trust_pickle=param(self, "weights_trust_pickle"))
         self.get_logger().info(f"detector weights: {self.detector.weights}")
         from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
 
