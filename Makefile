@@ -1,6 +1,7 @@
 # egmt_ros: the two commands (see README.md)
 #   make demo   play the default sample through the whole graph and write out/demo/report.html
 #   make test   build with colcon, run colcon test, print colcon test-result --verbose
+#   make run    start the three nodes (bringup) on the live camera topics; PARAMS as for make demo
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
@@ -9,6 +10,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.egmt_installed
 SAMPLE ?=
 PARAMS ?=
+RATE ?= 1
 EGMT_DATA ?= $(abspath $(CURDIR)/../shared/data)
 export EGMT_DATA
 # ROS 2 environment for the pip wheels (an apt install sources /opt/ros/<distro>/setup.bash instead).
@@ -24,7 +26,7 @@ ROS_ENV := export VIRTUAL_ENV=$(VENV); export PATH=$(VENV)/bin:$$PATH; \
 	export YOLO_OFFLINE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1; \
 	if [ -f install_interfaces/setup.bash ]; then source install_interfaces/setup.bash; fi
 
-.PHONY: venv test demo build chromium interfaces clean
+.PHONY: venv test demo run build chromium interfaces clean
 
 venv: $(STAMP)
 
@@ -60,7 +62,12 @@ test: build chromium
 
 demo: build
 	@$(ROS_ENV); source install/setup.bash; \
-	$(VPY) -m egmt_ros.cli.demo $(if $(SAMPLE),--sample $(SAMPLE),) $(foreach p,$(PARAMS),-p $(p)) --out out/demo
+	$(VPY) -m egmt_ros.cli.demo $(if $(SAMPLE),--sample $(SAMPLE),) --rate $(RATE) $(foreach p,$(PARAMS),-p $(p)) \
+		--out out/demo
+
+# The graph on the live topics (/thermal/image_raw, /rgb/image_raw) until Ctrl-C; no colcon build needed.
+run: interfaces
+	@$(ROS_ENV); $(VPY) -m egmt_ros.nodes.bringup $(if $(PARAMS),--ros-args $(foreach p,$(PARAMS),-p $(p)),)
 
 clean:
 	rm -rf build install log build_interfaces install_interfaces out

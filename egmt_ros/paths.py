@@ -54,3 +54,17 @@ def models_dir() -> Path:
         return Path(get_package_share_directory("egmt_ros")) / "models"
     except Exception:  # noqa: BLE001 - ament index missing outside a ROS environment
         return PACKAGE_DIR.parent / "models"
+
+
+def package_file(relative: str) -> Path | None:
+    """A file shipped with the package (e.g. ``config/egmt.yaml``): the checkout's, else the installed package
+    share's; None if neither exists."""
+    if REPO_ROOT is not None and (REPO_ROOT / relative).is_file():
+        return REPO_ROOT / relative
+    try:
+        from ament_index_python.packages import get_package_share_directory  # type: ignore
+
+        p = Path(get_package_share_directory("egmt_ros")) / relative
+        return p if p.is_file() else None
+    except Exception:  # noqa: BLE001 - package not on the ament index
+        return None

@@ -21,7 +21,6 @@ spawned processes.
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import itertools
 import os
@@ -39,6 +38,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+
+from egmt_ros.nodes.environment import prepend_path, interfaces_site, use_interfaces
 
 TEST_DIR: Path = Path(__file__).resolve().parent
 REPO_ROOT: Path = TEST_DIR.parent
@@ -111,17 +112,10 @@ def allocate_domain_id(start: int | None = None, lock_dir: Path = LOCK_DIR) -> D
 
 
 # --------------------------------------------------------------------------------------------- environment
-def _prepend(value: str | None, *paths: str | Path) -> str:
-    parts = [p for p in (value or "").split(os.pathsep) if p]
-    new = [str(p) for p in paths if str(p) not in parts]
-    return os.pathsep.join(new + parts)
-
-
 def _interfaces_paths() -> tuple[Path, Path] | None:
     """(lib dir, site-packages dir) of install_interfaces/, or None when it is not built."""
-    lib = INTERFACES_INSTALL / "lib"
-    site = lib / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
-    return (lib, site) if site.is_dir() else None
+    site = interfaces_site(INTERFACES_INSTALL)
+    return (INTERFACES_INSTALL / "lib", site) if site.is_dir() else None
 
 
 def _package_parent() -> Path:
@@ -157,40 +151,16 @@ def ros_env(domain_id: int, base: dict[str, str] | None = None) -> dict[str, str
         ament.insert(0, str(INTERFACES_INSTALL))
         pypath.append(paths[1])
         ld.insert(0, paths[0])
-    env["AMENT_PREFIX_PATH"] = _prepend(env.get("AMENT_PREFIX_PATH"), *ament)
-    env["PYTHONPATH"] = _prepend(env.get("PYTHONPATH"), *pypath)
-    env["LD_LIBRARY_PATH"] = _prepend(env.get("LD_LIBRARY_PATH"), *ld)
+    env["AMENT_PREFIX_PATH"] = prepend_path(env.get("AMENT_PREFIX_PATH"), *ament)
+    env["PYTHONPATH"] = prepend_path(env.get("PYTHONPATH"), *pypath)
+    env["LD_LIBRARY_PATH"] = prepend_path(env.get("LD_LIBRARY_PATH"), *ld)
     return env
 
 
-_interfaces_loaded = False
-
-
 def use_test_interfaces() -> bool:
-    """Make install_interfaces/ usable in this (already running) process; False when it is not built.
-
-    Adds its site-packages to ``sys.path`` and its prefix/lib to ``AMENT_PREFIX_PATH``/``LD_LIBRARY_PATH`` in
-    ``os.environ``, and preloads its libraries: the dynamic loader read LD_LIBRARY_PATH at process start, and the
-    rosidl type support dispatch ``dlopen``s ``lib<pkg>__rosidl_typesupport_fastrtps_c.so`` by bare name, which only
-    succeeds for a library that is already loaded (or on the start-up search path).
-    """
-    global _interfaces_loaded
-    paths = _interfaces_paths()
-    if paths is None:
-        return False
-    lib, site = paths
-    if _interfaces_loaded:
-        return True
-    if str(site) not in sys.path:
-        sys.path.insert(0, str(site))
-    os.environ["AMENT_PREFIX_PATH"] = _prepend(os.environ.get("AMENT_PREFIX_PATH"), INTERFACES_INSTALL, sys.prefix)
-    started_with_lib = str(lib) in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)
-    os.environ["LD_LIBRARY_PATH"] = _prepend(os.environ.get("LD_LIBRARY_PATH"), lib)
-    if not started_with_lib:
-        for so in sorted(lib.glob("lib*.so")):
-            ctypes.CDLL(str(so), mode=ctypes.RTLD_GLOBAL)  # own RUNPATH finds their siblings
-    _interfaces_loaded = True
-    return True
+    """Make install_interfaces/ usable in this (already running) process; False when it is not built
+    (egmt_ros.nodes.environment.use_interfaces, which bringup uses too)."""
+    return use_interfaces(INTERFACES_INSTALL)
 
 
 @dataclass

@@ -32,7 +32,8 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from egmt_ros.paths import REPO_ROOT, data_root
+from egmt_ros.nodes.environment import apply_fastdds_profile
+from egmt_ros.paths import data_root
 
 DEFAULT_VIDEO = "0117_1620"
 GRAPH_NODES = ("fusion", "entity", "detection")
@@ -76,11 +77,7 @@ def ros_env(domain_id: int) -> dict[str, str]:
     env = dict(os.environ)
     env.update(ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1",
                YOLO_OFFLINE="1", HF_HUB_OFFLINE="1")
-    profile = REPO_ROOT / "config" / "fastdds_large_images.xml" if REPO_ROOT is not None else None
-    if profile is not None and profile.is_file() and not any(
-            k in env for k in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE",
-                               "FASTDDS_BUILTIN_TRANSPORTS")):
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+    apply_fastdds_profile(env)
     return env
 
 

@@ -1,9 +1,13 @@
 """Run fusion_node, entity_node and detection_node in ONE process with a multi-threaded executor.
 
-The way to run the graph where ``ros2 launch`` is missing (CI, pip-only machines) and in tests:
+The way to run the graph where ``ros2 launch`` is missing (CI, pip-only machines) and in tests; nothing needs to
+be sourced (``make run`` does the same):
 
-    python -m egmt_ros.nodes.bringup [--params config/egmt.yaml] [--nodes fusion,entity,detection]
-        [--ros-args -p fusion_node.model.method:=lp ...]
+    .venv/bin/python -m egmt_ros.nodes.bringup [--params config/egmt.yaml] [--nodes fusion,entity,detection]
+        [--ros-args -p fusion_node:model.method:=lp -p qos:=reliable ...]
+
+Before ``rclpy.init`` it makes vision_msgs importable (the checkout's CI stand-in ``install_interfaces/`` when no
+vision_msgs is installed) and gives Fast DDS the large-image profile (egmt_ros/nodes/environment.py).
 """
 
 from __future__ import annotations
@@ -13,22 +17,10 @@ import sys
 from pathlib import Path
 
 from egmt_ros.nodes.common import run_node
-from egmt_ros.paths import REPO_ROOT
+from egmt_ros.nodes.environment import prepare_process
+from egmt_ros.paths import package_file
 
 NODES = ("fusion", "entity", "detection")
-
-
-def default_params_file() -> Path | None:
-    """config/egmt.yaml of the checkout, else of the installed package share (None if neither exists)."""
-    if REPO_ROOT is not None and (REPO_ROOT / "config/egmt.yaml").is_file():
-        return REPO_ROOT / "config/egmt.yaml"
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        p = Path(get_package_share_directory("egmt_ros")) / "config/egmt.yaml"
-        return p if p.is_file() else None
-    except Exception:  # noqa: BLE001 - package not on the ament index
-        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,11 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     if "--ros-args" in argv:
         i = argv.index("--ros-args")
         argv, ros_args = argv[:i], argv[i:]
-    ap = argparse.ArgumentParser(prog="python -m egmt_ros.nodes.bringup", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m egmt_ros.nodes.bringup", description=__doc__.splitlines()[0],
+        epilog="ROS arguments go after --ros-args: -p NAME:=VALUE sets a parameter of every node, "
+               "-p NODE:NAME:=VALUE one node's (e.g. --ros-args -p fusion_node:model.method:=average "
+               "-p qos:=reliable); -r FROM:=TO remaps a topic (e.g. -r /thermal/image_raw:=/flir/image_raw). "
+               "Parameters and defaults: config/egmt.yaml.")
     ap.add_argument("--params", type=Path, default=None, help="parameter YAML (default: config/egmt.yaml)")
     ap.add_argument("--nodes", default=",".join(NODES), help="which nodes to start (default: all three)")
     args = ap.parse_args(argv)
-    params = args.params or default_params_file()
+    params = args.params or package_file("config/egmt.yaml")
     if params is not None and not params.is_file():
         print(f"bringup: parameter file not found: {params}", file=sys.stderr)
         return 2
@@ -50,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"bringup: unknown node(s) {sorted(unknown)}; choose from {', '.join(NODES)}", file=sys.stderr)
         return 2
+    prepare_process()
     cli = ["--ros-args"] + (["--params-file", str(params)] if params else []) + ros_args[1:]
     factories = []
     if "fusion" in wanted:
