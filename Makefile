@@ -31,10 +31,11 @@ ROS_ENV := export VIRTUAL_ENV=$(VENV); export PATH=$(VENV)/bin:$$PATH; \
 venv: $(STAMP)
 
 # One install step for both commands: pinned requirements (constraints.txt is the full lock), the package editable.
-$(STAMP): requirements.txt requirements-ros-wheels.txt constraints.txt setup.py
+$(STAMP): requirements.txt requirements-yolov5.txt requirements-ros-wheels.txt constraints.txt setup.py
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet -r requirements-ros-wheels.txt -r requirements.txt -c constraints.txt
+	$(VPY) -m pip install --quiet --no-deps -r requirements-yolov5.txt -c constraints.txt
 	$(VPY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(VENV)/COLCON_IGNORE
 	@touch $(STAMP)

@@ -1,4 +1,8 @@
-"""detection_node: ultralytics YOLO on /egmt/fused -> /egmt/detections (+ an annotated image for RViz).
+"""detection_node: a YOLO detector on /egmt/fused -> /egmt/detections (+ an annotated image for RViz).
+
+Parameter ``backend``: ``ultralytics`` (default: the YOLO11n OpenVINO model of the data root, or any ultralytics
+format through ``weights``) or ``yolov5`` (an official YOLOv5 ``.pt``; a pickle, loaded only with
+``weights_trust_pickle:=true``); see :mod:`egmt_ros.detection.backends`.
 
 Newest frame wins: when the detector is slower than the fused stream, older frames are skipped and counted.
 The detector and its weight search live in ``egmt_ros.detection``.
@@ -20,9 +24,11 @@ from egmt_ros.nodes.image_conv import ImageConversionError, image_to_numpy, nump
 DEFAULTS: dict[str, Any] = {
     "qos": "sensor_data",
     "qos_depth": 5,
+    "backend": "ultralytics",
     "weights": "",
     "weights_trust_pickle": False,
     "device": "cpu",
+    "threads": 0,
     "conf": 0.25,
     "iou": 0.45,
     "imgsz": 640,
@@ -41,12 +47,16 @@ class DetectionNode(EgmtNode):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("detection_node", DEFAULTS, **kwargs)
-        from egmt_ros.detection.detector import Detector
+        from egmt_ros.detection.backends import make_detector
 
-        self.detector = Detector(weights=param(self, "weights") or None, device=param(self, "device"),
-                                 conf=param(self, "conf"), iou=param(self, "iou"), imgsz=param(self, "imgsz"),
-                                 classes=_split(param(self, "classes")),
-                                 trust_pickle=param(self, "weights_trust_pickle"))
+        if param(self, "threads") > 0:  # torch's intra-op threads (the yolov5 backend, ultralytics .pt models)
+            import torch
+
+            torch.set_num_threads(param(self, "threads"))
+        self.detector = make_detector(param(self, "backend"), trust_pickle=param(self, "weights_trust_pickle"),
+                                      weights=param(self, "weights") or None, device=param(self, "device"),
+                                      conf=param(self, "conf"), iou=param(self, "iou"), imgsz=param(self, "imgsz"),
+                                      classes=_split(param(self, "classes")))
         self.get_logger().info(f"detector weights: {self.detector.weights}")
         from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
 
