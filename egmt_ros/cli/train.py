@@ -151,16 +151,30 @@ def hardware(device: torch.device) -> str:
     return f"CPU {cpu}, {torch.get_num_threads()} torch threads ({os.cpu_count()} logical cores visible)"
 
 
+def parse_device(text: str, local_rank: int = 0, world: int = 1) -> torch.device:
+    """The training device of ``--device``: ``cpu``, ``cuda`` (= ``cuda:<local rank>``, an explicit index as
+    ``torch.cuda.set_device`` needs) or ``cuda:N`` (under torchrun with ``world`` > 1 always the local rank's GPU).
+    Raises SystemExit with a one-line message on anything else."""
+    try:
+        dev = torch.device(text.strip().lower())
+    except (RuntimeError, ValueError):
+        raise SystemExit(f"--device: expected cpu, cuda or cuda:N, got {text!r}") from None
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    if dev.type != "cuda":
+        raise SystemExit(f"--device: expected cpu, cuda or cuda:N, got {text!r}")
+    if world > 1 or dev.index is None:
+        return torch.device("cuda", local_rank)
+    return dev
+
+
 def _setup_distributed(args: argparse.Namespace) -> tuple[int, int, torch.device]:
     """(rank, world size, device); initialises the process group under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    if args.device.startswith("cuda"):
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        device = torch.device(f"cuda:{local}" if world > 1 else args.device)
+    device = parse_device(args.device, int(os.environ.get("LOCAL_RANK", "0")), world)
+    if device.type == "cuda":
         torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
     if world > 1:
         import torch.distributed as dist
 
@@ -246,17 +260,15 @@ def validate(model: torch.nn.Module, loss_fn: torch.nn.Module, val: ValSet, devi
 
 def compute_loss(loss_fn: torch.nn.Module, fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor,
                  logits: torch.Tensor | None, labels: torch.Tensor | None, has_labels: bool,
-                 class_weights: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
-    """The EGMT loss; when the batch is not fully labelled (or the model has no head) only L_fus (Eq. 11)."""
+                 class_weights: torch.Tensor | None,
+                 regions: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The EGMT loss; when the batch is not fully labelled (or the model has no head) only L_fus (Eq. 11, or the
+    information-aware objective; ``regions`` are the entity-box masks it weights by)."""
     if logits is not None and labels is not None and has_labels:
-        return loss_fn(fused, ir, vi, logits, labels, class_weights=class_weights)
-    from egmt_ros.model.losses import fusion_losses
-
-    l_int, l_edge, l_ssim = fusion_losses(fused, ir, vi)
-    a1, a2, a3 = loss_fn.alphas
-    total = a1 * l_int + a2 * l_edge + a3 * l_ssim
-    return total, {"int": float(l_int), "edge": float(l_edge), "ssim": float(l_ssim), "fus": float(total),
-                   "total": float(total)}
+        return loss_fn(fused, ir, vi, logits, labels, class_weights=class_weights, regions=regions)
+    total, parts = loss_fn.fusion_loss(fused, ir, vi, regions)
+    parts["total"] = parts["fus"]
+    return total, parts
 
 
 def train_step(net: torch.nn.Module, loss_fn: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict[str, Any],
@@ -269,8 +281,10 @@ def train_step(net: torch.nn.Module, loss_fn: torch.nn.Module, opt: torch.optim.
     """
     ir, vi = batch["ir"].to(device), batch["vi_y"].to(device)
     fused, logits = net(ir, vi, batch["ent"].to(device), batch["ent_mask"].to(device))
+    regions = batch.get("regions")
     total, parts = compute_loss(loss_fn, fused, ir, vi, logits, batch["labels"].to(device),
-                                bool(batch["has_labels"].all()), class_weights)
+                                bool(batch["has_labels"].all()), class_weights,
+                                regions.to(device) if regions is not None else None)
     opt.zero_grad(set_to_none=True)
     total.backward()
     if world > 1:

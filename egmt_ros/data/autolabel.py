@@ -7,7 +7,10 @@ record in the annotation format of :mod:`egmt_ros.data.datasets`:
 - ``entities``: every detected COCO class name (either modality), ``source`` ``"detector"``, ``score`` the highest
   confidence of that class over both images;
 - ``labels``: multi-hot over :data:`CLASSES`, 1 where that class was detected in either image;
-- ``captions``: ``{"ir": None, "vi": None}`` (no caption model involved).
+- ``captions``: ``{"ir": None, "vi": None}`` (no caption model involved);
+- ``boxes``: every detection of a :data:`CLASSES` class, ``{"class", "score", "image": "vi"|"ir", "xyxy"}`` in
+  pixels of the pair as :func:`egmt_ros.data.images.load_pair` returns it, and ``size`` ``[H, W]`` of that pair.
+  Training turns the boxes into entity-region weights (:func:`egmt_ros.data.datasets.entity_region_maps`).
 
 :data:`CLASSES` is the class list of the multi-label head: the COCO classes that occur in road / surveillance IR-VI
 scenes (TNO, RoadScene, MSRS, M3FD, M2VD): people, vehicles, two-wheelers, street furniture, animals, boats.
@@ -71,14 +74,27 @@ def _rel(p: Path) -> str:
         return str(Path(p).resolve())
 
 
+def detect_boxes(model: Any, images_bgr: dict[str, np.ndarray], conf: float = CONF) -> list[dict[str, Any]]:
+    """Every detection on each named image (uint8 ``H x W x 3`` BGR): ``{"class", "score", "image", "xyxy"}``."""
+    out: list[dict[str, Any]] = []
+    for image, img in images_bgr.items():
+        res = model.predict(img, conf=conf, verbose=False)[0]
+        for c, s, xyxy in zip(res.boxes.cls.tolist(), res.boxes.conf.tolist(), res.boxes.xyxy.tolist()):
+            out.append({"class": str(res.names[int(c)]), "score": round(float(s), 4), "image": image,
+                        "xyxy": [round(float(v), 1) for v in xyxy]})
+    return out
+
+
 def detect_classes(model: Any, images_bgr: Sequence[np.ndarray], conf: float = CONF) -> dict[str, float]:
     """``{class name: best confidence}`` over all images (uint8 ``H x W x 3`` BGR)."""
+    return best_per_class(detect_boxes(model, {str(i): img for i, img in enumerate(images_bgr)}, conf))
+
+
+def best_per_class(boxes: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """``{class name: best score}`` of a list of boxes."""
     best: dict[str, float] = {}
-    for img in images_bgr:
-        res = model.predict(img, conf=conf, verbose=False)[0]
-        for c, s in zip(res.boxes.cls.tolist(), res.boxes.conf.tolist()):
-            name = str(res.names[int(c)])
-            best[name] = max(best.get(name, 0.0), float(s))
+    for b in boxes:
+        best[b["class"]] = max(best.get(b["class"], 0.0), float(b["score"]))
     return best
 
 
@@ -89,12 +105,14 @@ def label_sample(model: Any, sample: PairSample, conf: float = CONF,
     vi_u8 = to_uint8(vi)
     vi_bgr = vi_u8[:, :, ::-1] if vi_u8.ndim == 3 else np.repeat(vi_u8[:, :, None], 3, axis=2)
     ir_bgr = np.repeat(to_uint8(ir)[:, :, None], 3, axis=2)
-    found = detect_classes(model, [np.ascontiguousarray(vi_bgr), ir_bgr], conf)
+    boxes = detect_boxes(model, {"vi": np.ascontiguousarray(vi_bgr), "ir": ir_bgr}, conf)
+    found = best_per_class(boxes)
     ents = [{"text": k, "source": "detector", "score": round(v, 4)}
             for k, v in sorted(found.items(), key=lambda kv: -kv[1])]
     return {"name": sample.name, "dataset": sample.dataset, "ir": _rel(sample.ir), "vi": _rel(sample.vi),
             "captions": {"ir": None, "vi": None}, "entities": ents,
-            "labels": [int(c in found) for c in classes]}
+            "labels": [int(c in found) for c in classes],
+            "boxes": [b for b in boxes if b["class"] in classes], "size": list(ir.shape[:2])}
 
 
 def autolabel(samples: Sequence[PairSample], model: Any | None = None, conf: float = CONF,

@@ -12,7 +12,9 @@ The *scene* of a sample (its sequence or video, else its name) decides the deter
 (:func:`split_samples`), so frames of one video never land on both sides.
 
 The test set ``tno42`` is excluded from training by default (it is the benchmark set) and ``llvip*`` too (its terms
-forbid shipping anything made from it); :func:`collect_samples` refuses them unless asked.
+forbid shipping anything made from it); :func:`collect_samples` refuses them unless asked. The videos of
+:data:`HELD_OUT_VIDEOS` (M2VD ``0117_1620``, the smoke clip the person-count check runs on) are skipped from video
+folders entirely (not even validation) unless the test data is allowed.
 
 Entity annotations (the JSON written by the annotation CLI or :mod:`egmt_ros.data.autolabel`)::
 
@@ -26,7 +28,12 @@ A record matches a sample by ``(dataset, name)``. Its entity texts become text f
 load time (each distinct text is encoded once), its ``labels`` a multi-hot vector over the dataset's class list
 (remapped by class name when the file's class list differs).
 
+Records written by :mod:`egmt_ros.data.autolabel` also carry detector ``boxes`` (``{"class", "score", "image":
+"ir"|"vi", "xyxy"}`` in pixels of a pair of ``size`` ``[H, W]``); :func:`entity_region_maps` turns them into two
+masks (boxes found in IR, boxes found in visible) that the information-aware loss uses as region weights.
+
 Items of :class:`PairFolderDataset` are dicts of tensors: ``ir`` [1, h, w], ``vi_y`` [1, h, w] (float in [0, 1]),
+``regions`` [2, h, w] (the entity-box masks of the same crop, zeros without boxes),
 ``ent`` [N, D] float, ``ent_mask`` [N] bool (True = a real entity), ``labels`` [C] float, ``has_labels`` scalar
 bool (the sample had an annotation record), plus ``name`` (str). :func:`collate_pairs` pads N across a batch.
 """
@@ -57,6 +64,8 @@ TEST_SETS = ("tno",)
 RESTRICTED_SETS = ("llvip",)
 #: Default sampling step of video frames.
 VIDEO_EVERY = 15
+#: Video names (stems) kept out of training and validation: the clean evaluation clips.
+HELD_OUT_VIDEOS = ("0117_1620",)
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov")
 
 
@@ -160,30 +169,32 @@ def extract_video_frames(ir_video: str | Path, vi_video: str | Path, every: int 
             for i in idx]
 
 
-def video_folder_samples(folder: str | Path, every: int = VIDEO_EVERY,
-                         cache_dir: str | Path | None = None) -> list[PairSample]:
-    """Frame samples of every video pair ``infrared/NAME.mp4`` + ``visible/NAME.mp4`` of a folder (M2VD)."""
+def video_folder_samples(folder: str | Path, every: int = VIDEO_EVERY, cache_dir: str | Path | None = None,
+                         exclude: Sequence[str] = HELD_OUT_VIDEOS) -> list[PairSample]:
+    """Frame samples of every video pair ``infrared/NAME.mp4`` + ``visible/NAME.mp4`` of a folder (M2VD), except
+    the videos named in ``exclude``."""
     root = Path(folder)
     vis = {p.stem: p for p in (root / "visible").iterdir() if p.suffix.lower() in VIDEO_EXTS}
     out: list[PairSample] = []
     for ir in sorted(p for p in (root / "infrared").iterdir() if p.suffix.lower() in VIDEO_EXTS):
-        if ir.stem in vis:
+        if ir.stem in vis and ir.stem not in exclude:
             out.extend(extract_video_frames(ir, vis[ir.stem], every, cache_dir, dataset=root.name))
     if not out:
         raise FileNotFoundError(f"no infrared/NAME + visible/NAME video pairs in {root}")
     return out
 
 
-def folder_samples(folder: str | Path, every: int = VIDEO_EVERY,
-                   cache_dir: str | Path | None = None) -> list[PairSample]:
-    """Samples of any supported source folder (pair folder, sequence folder or video folder)."""
+def folder_samples(folder: str | Path, every: int = VIDEO_EVERY, cache_dir: str | Path | None = None,
+                   exclude: Sequence[str] = HELD_OUT_VIDEOS) -> list[PairSample]:
+    """Samples of any supported source folder (pair folder, sequence folder or video folder without the videos
+    of ``exclude``)."""
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"no such data folder: {root}")
     if _is_pair_folder(root):
         return pair_folder_samples(root)
     if _is_video_folder(root):
-        return video_folder_samples(root, every, cache_dir)
+        return video_folder_samples(root, every, cache_dir, exclude)
     return sequence_samples(root)
 
 
@@ -193,7 +204,8 @@ def _matches(name: str, prefixes: Sequence[str]) -> bool:
 
 def collect_samples(folders: Iterable[str | Path], every: int = VIDEO_EVERY, cache_dir: str | Path | None = None,
                     allow_test: bool = False, allow_restricted: bool = False) -> list[PairSample]:
-    """Samples of all ``folders``, refusing the test set (tno*) and restricted sets (llvip*) unless allowed.
+    """Samples of all ``folders``, refusing the test set (tno*) and restricted sets (llvip*) unless allowed, and
+    without the held-out videos (:data:`HELD_OUT_VIDEOS`) unless ``allow_test``.
 
     Raises ValueError naming a refused folder (better than silently training on the benchmark set).
     """
@@ -208,7 +220,7 @@ def collect_samples(folders: Iterable[str | Path], every: int = VIDEO_EVERY, cac
         if not allow_restricted and _matches(name, RESTRICTED_SETS):
             raise ValueError(f"{f} ({name}) may not be shipped inside the product (LLVIP terms); "
                              "pass allow_restricted / --allow-restricted-data to use it anyway")
-        out.extend(folder_samples(f, every, cache_dir))
+        out.extend(folder_samples(f, every, cache_dir, () if allow_test else HELD_OUT_VIDEOS))
     return out
 
 
@@ -303,6 +315,24 @@ class TextFeatureCache:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         return np.stack([self._cache[t] for t in texts]).astype(np.float32)
+
+
+def entity_region_maps(record: dict[str, Any] | None, h: int, w: int) -> np.ndarray:
+    """``[2, h, w]`` float32 masks of a record's detector boxes on an ``h x w`` image: channel 0 the boxes found in
+    IR, channel 1 those found in visible (1 inside a box, 0 outside; scaled from the record's ``size`` when the
+    image size differs). All zeros for a record without boxes."""
+    out = np.zeros((2, h, w), np.float32)
+    if not record or not record.get("boxes"):
+        return out
+    rh, rw = record.get("size") or (h, w)
+    sy, sx = h / float(rh), w / float(rw)
+    for b in record["boxes"]:
+        x1, y1, x2, y2 = b["xyxy"]
+        c = 0 if b.get("image") == "ir" else 1
+        r0, r1 = max(0, int(np.floor(y1 * sy))), min(h, int(np.ceil(y2 * sy)))
+        c0, c1 = max(0, int(np.floor(x1 * sx))), min(w, int(np.ceil(x2 * sx)))
+        out[c, r0:r1, c0:c1] = 1.0
+    return out
 
 
 # --------------------------------------------------------------------------- patches
@@ -423,19 +453,22 @@ class PairFolderDataset(Dataset):
         else:
             i = k % len(self.samples)
         ir, vi = self._image(i)
+        reg = entity_region_maps(self.records.get(self.samples[i].key), *ir.shape)
         if self.mode != "full":
             ir, vi = pad_to(ir, self.crop, self.crop), pad_to(vi, self.crop, self.crop)
+            reg = np.stack([pad_to(m, self.crop, self.crop) for m in reg])
             if self.mode == "random":
                 h, w = ir.shape
                 y = int(self.rng.integers(0, h - self.crop + 1))
                 x = int(self.rng.integers(0, w - self.crop + 1))
             ir = ir[y:y + self.crop, x:x + self.crop]
             vi = vi[y:y + self.crop, x:x + self.crop]
+            reg = reg[:, y:y + self.crop, x:x + self.crop]
             if self.mode == "random" and self.rng.random() < 0.5:
-                ir, vi = ir[:, ::-1], vi[:, ::-1]
+                ir, vi, reg = ir[:, ::-1], vi[:, ::-1], reg[:, :, ::-1]
         to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32) / 255.0)[None]  # noqa: E731
         ent = torch.from_numpy(self._ent[i])
-        return {"ir": to_t(ir), "vi_y": to_t(vi), "ent": ent,
+        return {"ir": to_t(ir), "vi_y": to_t(vi), "regions": torch.from_numpy(np.ascontiguousarray(reg)), "ent": ent,
                 "ent_mask": torch.ones(ent.shape[0], dtype=torch.bool),
                 "labels": torch.from_numpy(self._labels[i]), "has_labels": torch.tensor(self._has[i]),
                 "name": f"{self.samples[i].dataset}/{self.samples[i].name}"}
@@ -453,6 +486,7 @@ def collate_pairs(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         ent[b, :k] = it["ent"]
         mask[b, :k] = True
     return {"ir": torch.stack([it["ir"] for it in items]), "vi_y": torch.stack([it["vi_y"] for it in items]),
+            "regions": torch.stack([it["regions"] for it in items]) if all("regions" in it for it in items) else None,
             "ent": ent, "ent_mask": mask, "labels": torch.stack([it["labels"] for it in items]),
             "has_labels": torch.stack([it["has_labels"] for it in items]),
             "name": [it["name"] for it in items]}

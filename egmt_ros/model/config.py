@@ -69,6 +69,9 @@ class EGMTConfig:
     use_ent: bool = True
     # --- loss (Eq. 9-15) ---
     alphas: tuple[float, float, float] = (1.0, 15.0, 5.0)  #: (int, edge, ssim) weights of L_fus (Eq. 11)
+    objective: str = "paper"      #: L_fus: "paper" (Eq. 12-14) or "info" (information-aware; model/losses.py)
+    region_weight: float = 2.0    #: info: extra loss weight inside entity boxes (R = 1 + region_weight)
+    box_boost: float = 1.0        #: info: a source's information is multiplied by 1 + box_boost in its own boxes
     focal_gamma: float = 2.0      #: focal loss focusing parameter (Eq. 15)
     tau: float = 1.0              #: temperature of the task-weight softmax (Eq. 10)
     # --- training (Sec. IV-A) ---
@@ -99,6 +102,8 @@ class EGMTConfig:
             raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
         if len(self.alphas) != 3:
             raise ValueError("alphas must be (int, edge, ssim)")
+        if self.objective not in ("paper", "info"):
+            raise ValueError(f"objective must be 'paper' or 'info', got {self.objective!r}")
 
     # --- derived switches: which modules exist ---
     @property
@@ -146,8 +151,9 @@ def paper_config(**overrides: Any) -> EGMTConfig:
 
 
 def rt_config(**overrides: Any) -> EGMTConfig:
-    """egmt_ros's real-time variant: ECIM at 1/8 resolution with 8 x 8 windows + a half-resolution conv decoder."""
+    """egmt_ros's real-time variant: ECIM at 1/8 resolution with 8 x 8 windows + a half-resolution conv decoder,
+    trained with the information-aware objective (alphas 10, 5, 1 for int, grad, ssim; docs/model.md)."""
     base: dict[str, Any] = dict(variant="rt", channels=32, window=8, heads=2, scale=8,
-                                detail_channels=16, detail_blocks=1)
+                                detail_channels=16, detail_blocks=1, objective="info", alphas=(10.0, 5.0, 1.0))
     base.update(overrides)
     return EGMTConfig(**base)
