@@ -166,3 +166,37 @@ def test_autolabel_finds_the_people_of_msrs(data_root: Path) -> None:
     assert "person" in [e["text"] for e in rec["entities"]]
     assert all(e["source"] == "detector" and 0.25 <= e["score"] <= 1 for e in rec["entities"])
     assert len(rec["labels"]) == len(autolabel.CLASSES)
+    assert rec["size"] == [480, 640]
+    people = [b for b in rec["boxes"] if b["class"] == "person"]
+    assert people and {b["image"] for b in rec["boxes"]} <= {"ir", "vi"}
+    for b in people:  # boxes in pixels of the pair, inside the image, non-empty
+        x1, y1, x2, y2 = b["xyxy"]
+        assert 0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 480 and b["score"] >= 0.25
+    assert ds.entity_region_maps(rec, 480, 640).any()
+
+
+def test_device_parsing_without_a_gpu() -> None:
+    assert train.parse_device("cuda") == torch.device("cuda", 0)  # torch.cuda.set_device needs the index
+    assert train.parse_device("CUDA ") == torch.device("cuda", 0)
+    assert train.parse_device("cuda:1") == torch.device("cuda", 1)
+    assert train.parse_device("cuda", local_rank=3, world=4) == torch.device("cuda", 3)
+    assert train.parse_device("cuda:0", local_rank=2, world=4) == torch.device("cuda", 2)
+    assert train.parse_device("cpu") == torch.device("cpu")
+    for bad in ("tpu", "gpu0", "cuda:x"):
+        with pytest.raises(SystemExit, match="--device"):
+            train.parse_device(bad)
+    assert train.build_parser().parse_args(["--data", "x", "--device", "cuda"]).device == "cuda"
+
+
+def test_the_smoke_clip_is_held_out_of_training(tmp_path: Path, data_root: Path) -> None:
+    videos = tmp_path / "m2vd"
+    for sub in ("infrared", "visible"):
+        (videos / sub).mkdir(parents=True)
+        for name in ("0111_1716", "0117_1620"):
+            (videos / sub / f"{name}.mp4").symlink_to(data_root / "m2vd" / sub / f"{name}.mp4")
+    cache = tmp_path / "cache"
+    got = ds.collect_samples([videos], every=100, cache_dir=cache)
+    assert {s.scene for s in got} == {"0111_1716"} and not (cache / "m2vd" / "0117_1620").exists()
+    assert "0117_1620" in ds.HELD_OUT_VIDEOS
+    both = ds.collect_samples([videos], every=300, cache_dir=cache, allow_test=True)
+    assert {s.scene for s in both} == {"0111_1716", "0117_1620"}

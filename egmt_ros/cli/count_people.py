@@ -5,7 +5,8 @@
 
 Reads every synchronized video pair ``VIDEOS/infrared/NAME.mp4`` + ``VIDEOS/visible/NAME.mp4``, takes every
 ``--stride``-th frame, builds each input (``ir``, ``vi`` or a fusion method; add ``egmt_rt`` once its weights exist)
-and runs the default detector (person class only). The videos have no labels, so this counts detections: more
+and runs the default detector (person class only); ``NAME=CHECKPOINT`` in ``--methods`` adds any EGMT checkpoint
+(e.g. ``egmt_new=out/train/best.pt``). The videos have no labels, so this counts detections: more
 persons found is only suggestive (a false positive counts as much as a true one). Writes ``counts.md``,
 ``counts.csv``, ``per_frame.csv`` and a few annotated montages (small JPEGs) of ``--sample-video``.
 """
@@ -135,11 +136,23 @@ def write_tables(stats: dict[str, dict[str, MethodStats]], methods: list[str], o
     (out / "counts.md").write_text("\n".join(lines) + "\n")
 
 
+def make_input(spec: str) -> tuple[str, DetectorInput]:
+    """(column name, input) of one ``--methods`` entry: ``vi``, ``ir``, a registered fusion method, or
+    ``NAME=CHECKPOINT`` (an EGMT checkpoint, shown as NAME)."""
+    if "=" not in spec:
+        return spec, DetectorInput(spec)
+    name, ckpt = (x.strip() for x in spec.split("=", 1))
+    if not name or not Path(ckpt).is_file():
+        raise SystemExit(f"--methods: NAME=CHECKPOINT needs a name and an existing file, got {spec!r}")
+    return name, DetectorInput("egmt", model=ckpt)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     p = argparse.ArgumentParser(prog="python -m egmt_ros.cli.count_people", description=__doc__.split("\n")[0])
     p.add_argument("--videos", required=True, help="folder with infrared/NAME.mp4 and visible/NAME.mp4")
-    p.add_argument("--methods", default="vi,ir,average,lp", help="comma-separated inputs: vi, ir, fusion methods")
+    p.add_argument("--methods", default="vi,ir,average,lp",
+                   help="comma-separated inputs: vi, ir, fusion methods, NAME=CHECKPOINT (an EGMT checkpoint)")
     p.add_argument("--stride", type=int, default=1, help="use every K-th frame")
     p.add_argument("--out", required=True, help="output folder (tables and JPEGs)")
     p.add_argument("--weights", default=None, help="detector weights (default: the default detector)")
@@ -158,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     videos, out = Path(args.videos), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    makers = {m: DetectorInput(m) for m in methods}
+    specs = [m.strip() for m in args.methods.split(",") if m.strip()]
+    makers = dict(make_input(m) for m in specs)
+    methods = list(makers)
     detector = Detector(args.weights, device=args.device, conf=args.conf, imgsz=args.imgsz, classes=["person"],
                         trust_pickle=args.weights_trust_pickle)
     names = video_names(videos)

@@ -22,11 +22,12 @@ MODALITIES: tuple[str, ...] = ("ir", "vi")
 
 
 class DetectorInput:
-    """Builds the detector's input image for one input name (``ir``, ``vi`` or a fusion method name)."""
+    """Builds the detector's input image for one input name (``ir``, ``vi`` or a fusion method name; keyword
+    arguments go to the method's factory, e.g. ``DetectorInput("egmt", model=PATH)``)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, **method_kwargs: object) -> None:
         self.name = name
-        self.method = None if name in MODALITIES else get_method(name)
+        self.method = None if name in MODALITIES else get_method(name, **method_kwargs)
 
     @property
     def cache_key(self) -> str:
