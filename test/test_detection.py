@@ -163,3 +163,16 @@ def test_count_people_cli_on_a_video_slice(data_root: Path, tmp_path: Path) -> N
     assert "proxy, not mAP" in md and "| 0111_1716 | 4 |" in md
     jpgs = list(out.glob("0111_1716_frame*.jpg"))
     assert len(jpgs) == 1 and jpgs[0].stat().st_size < 200_000
+
+
+def test_count_people_takes_an_egmt_checkpoint_by_name(tmp_path: Path) -> None:
+    from egmt_ros.cli import count_people
+    from egmt_ros.paths import models_dir
+
+    name, maker = count_people.make_input(f"mine={models_dir() / 'egmt_rt.pt'}")
+    assert name == "mine" and maker.method is not None and maker.method.checkpoint == models_dir() / "egmt_rt.pt"
+    ir, vi = np.full((64, 80), 0.8, np.float32), np.full((64, 80, 3), 0.2, np.float32)
+    assert maker.make(ir, vi).shape == (64, 80, 3)
+    assert count_people.make_input("lp")[0] == "lp"
+    with pytest.raises(SystemExit, match="CHECKPOINT"):
+        count_people.make_input(f"x={tmp_path / 'missing.pt'}")
