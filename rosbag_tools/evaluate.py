@@ -8,7 +8,9 @@ What it measures (docs/rosbag_tools.md has the details):
 - frames: one input frame per RGB message (the fused stream lives in the RGB camera frame); its thermal partner is
   the thermal message with the nearest header stamp within the slop (default: half the median RGB period).
   A fused message belongs to the frame whose RGB (else thermal) stamp equals its header stamp, else to the
-  nearest RGB stamp within the slop. ``dropped`` = input frames with no fused output.
+  nearest RGB stamp within the slop. ``dropped`` = input frames with no fused output, except those whose output
+  would have been recorded in a damaged part of the output bag: those are ``frames_lost_to_damage`` (unknown
+  whether fused), kept out of ``drop_rate``. Bag damage is reported on its own under ``bag_damage``.
 - latency (ms) = output bag record (receive) time of the fused message - the publish time of the frame's inputs,
   taken as the later of its RGB/thermal messages. Publish times come from the input topics when the output bag
   recorded them too (record them alongside: that is the reliable way), else from the input bag's own timestamps
@@ -39,7 +41,7 @@ from typing import Any, Callable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from rosbag_tools.bagio import BagCorruptError, BagReader
+from rosbag_tools.bagio import BagCorruptError, BagReader, Damage
 from rosbag_tools.types import (
     DETECTION2D_ARRAY, deserialize, detections_to_boxes, header_stamp_of,
     message_to_bgr_or_grey, stamp_ns, stretch_to_uint8,
@@ -68,6 +70,7 @@ class Frame:
     latency_ms: float | None = None
     det_latency_ms: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    lost_to_damage: bool = False  # no fused output found, and it would have been in a damaged part of the output bag
 
     @property
     def input_pub(self) -> int:
@@ -84,8 +87,10 @@ def _resolve_topic(reader: BagReader, topic: str) -> str | None:
     return None
 
 
-def _index(reader: BagReader, topics: Sequence[str], errors: list[str]) -> dict[str, list[tuple[int, int]]]:
-    """``{topic: [(header stamp, bag time), ...]}`` without decoding images (stamps read from the CDR header)."""
+def _index(reader: BagReader, topics: Sequence[str], errors: list[str],
+           damage: list[Damage]) -> dict[str, list[tuple[int, int]]]:
+    """``{topic: [(header stamp, bag time), ...]}`` without decoding images (stamps read from the CDR header); the
+    bag's damage goes to ``errors`` (text) and ``damage``."""
     out: dict[str, list[tuple[int, int]]] = {t: [] for t in topics}
     try:
         for m in reader.messages(list(topics)):
@@ -94,7 +99,30 @@ def _index(reader: BagReader, topics: Sequence[str], errors: list[str]) -> dict[
                 out[m.topic].append((st, m.timestamp))
     except BagCorruptError as exc:
         errors.append(str(exc))
+        damage.extend(exc.damage)
     return out
+
+
+def _damage_summary(damage: Sequence[Damage]) -> dict[str, Any]:
+    """What a bag's damage cost: damaged places and messages skipped (``None`` when a place's loss is unknown)."""
+    unknown = any(d.lost is None for d in damage)
+    return {"damaged_places": len(damage), "messages_skipped": None if unknown else sum(d.lost or 0 for d in damage)}
+
+
+def _mark_lost_to_damage(frames: list[Frame], damage: Sequence[Damage], tolerance: int) -> None:
+    """Flag the unfused frames whose fused output would have been recorded in a damaged span of the output bag.
+
+    The expected record time of a frame's output is its input publish time plus the median record delay of the
+    fused frames (latency plus any clock offset between the bags); with no fused frame at all it cannot be told, and
+    every unfused frame of a damaged output bag counts as lost to damage.
+    """
+    if not damage:
+        return
+    fused = [f.fused_rec - f.input_pub for f in frames if f.fused_rec is not None]
+    delay = int(np.median(fused)) if fused else None
+    for f in frames:
+        if f.fused_rec is None:
+            f.lost_to_damage = delay is None or any(d.covers(f.input_pub + delay, tolerance) for d in damage)
 
 
 def _nearest(sorted_stamps: np.ndarray, stamp: int, slop: int) -> int | None:
@@ -191,9 +219,11 @@ def evaluate(input_bag: str | Path, output_bag: str | Path, out_dir: str | Path,
         raise ValueError(f"{input_bag}: no {rgb_topic} (or {rgb_topic}/compressed); topics: {', '.join(rin.topics)}")
     if fused_topic not in rout.topics:
         notes.append(f"the output bag has no {fused_topic}: every input frame counts as dropped")
-    in_idx = _index(rin, [t for t in (t_topic, r_topic) if t], errors)
+    in_damage: list[Damage] = []
+    out_damage: list[Damage] = []
+    in_idx = _index(rin, [t for t in (t_topic, r_topic) if t], errors, in_damage)
     out_topics = [t for t in (fused_topic, r_topic, t_topic) if t and t in rout.topics]
-    out_idx = _index(rout, out_topics, errors)
+    out_idx = _index(rout, out_topics, errors, out_damage)
 
     rgb = sorted(in_idx[r_topic])
     thermal = sorted(in_idx[t_topic]) if t_topic else []
@@ -245,7 +275,11 @@ def evaluate(input_bag: str | Path, output_bag: str | Path, out_dir: str | Path,
     if detections_topic in rout.topics:
         try:
             for m in rout.messages([detections_topic]):
-                msg = deserialize(m.data, m.msgtype if m.msgtype else DETECTION2D_ARRAY)
+                try:
+                    msg = deserialize(m.data, m.msgtype if m.msgtype else DETECTION2D_ARRAY)
+                except Exception as exc:  # noqa: BLE001 - a damaged message: skipped and counted
+                    rout.mark_damaged(m, f"does not decode: {type(exc).__name__}: {exc}")
+                    continue
                 det_count += 1
                 f = frame_of(stamp_ns(msg.header))
                 if f is not None and f.boxes is None:
@@ -258,6 +292,7 @@ def evaluate(input_bag: str | Path, output_bag: str | Path, out_dir: str | Path,
         notes.append(f"the output bag has no {detections_topic}")
 
     fused_frames = [f for f in frames if f.fused_rec is not None]
+    _mark_lost_to_damage(frames, out_damage, slop)
     lat = [f.latency_ms for f in fused_frames if f.latency_ms is not None]
     latency_ok = bool(lat) and min(lat) >= 0 and max(lat) * 1e6 <= MAX_PLAUSIBLE_LATENCY_NS
     if lat and not latency_ok:
@@ -323,6 +358,7 @@ def evaluate(input_bag: str | Path, output_bag: str | Path, out_dir: str | Path,
 
     summary = _summary(frames, fused_frames, names, latency_ok, det_count, unmatched_outputs, notes, errors,
                        input_bag, output_bag)
+    summary["bag_damage"] = {"input": _damage_summary(in_damage), "output": _damage_summary(out_damage)}
     if extra is not None:
         summary.update(extra(fused_frames))
     _write_outputs(out, frames, summary, names, sheet, picks, screenshot)
@@ -343,13 +379,16 @@ def _summary(frames: list[Frame], fused_frames: list[Frame], names: Sequence[str
         vals = [f.metrics[n] for f in frames if n in f.metrics and np.isfinite(f.metrics[n])]
         mean_metrics[n] = float(np.mean(vals)) if vals else None
     n_in = len(frames)
+    lost = sum(f.lost_to_damage for f in frames)
+    dropped = n_in - len(fused_frames) - lost
     return {
         "input_bag": str(input_bag), "output_bag": str(output_bag),
         "frames_in": n_in,
         "frames_paired": sum(f.thermal_stamp is not None for f in frames),
         "frames_fused": len(fused_frames),
-        "dropped": n_in - len(fused_frames),
-        "drop_rate": (n_in - len(fused_frames)) / n_in if n_in else None,
+        "dropped": dropped,
+        "drop_rate": dropped / (n_in - lost) if n_in > lost else None,
+        "frames_lost_to_damage": lost,
         "unmatched_outputs": unmatched_outputs,
         "latency_ms": _percentiles(lat),
         "detection_latency_ms": _percentiles(dlat),
@@ -360,7 +399,7 @@ def _summary(frames: list[Frame], fused_frames: list[Frame], names: Sequence[str
         "persons_per_frame": (per_class.get(PERSON_CLASS, 0) / len(with_det)) if with_det else None,
         "detections_per_frame_by_class": {c: n / len(with_det) for c, n in sorted(per_class.items())},
         "notes": notes,
-        "errors": errors,
+        "errors": list(dict.fromkeys(errors)),  # each bag's damage is met by every pass over it: said once
     }
 
 
@@ -398,15 +437,18 @@ def _plot(out: Path, frames: list[Frame], names: Sequence[str]) -> list[str]:
     if dl:
         ax.plot([(f.rgb_stamp - t0) / 1e9 for f in dl], [f.det_latency_ms for f in dl], ".-", lw=1, ms=3,
                 label="detections")
-    dropped = [f for f in frames if f.fused_rec is None]
+    dropped = [f for f in frames if f.fused_rec is None and not f.lost_to_damage]
     if dropped:
         ax.plot([(f.rgb_stamp - t0) / 1e9 for f in dropped], [0] * len(dropped), "rx", ms=4, label="dropped")
-    if not (fl or dl or dropped):
+    damaged = [f for f in frames if f.lost_to_damage]
+    if damaged:
+        ax.plot([(f.rgb_stamp - t0) / 1e9 for f in damaged], [0] * len(damaged), "k+", ms=4, label="lost to bag damage")
+    if not (fl or dl or dropped or damaged):
         ax.text(0.5, 0.5, "latency unavailable", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("input time (s)")
     ax.set_ylabel("latency (ms)")
     ax.grid(alpha=0.3)
-    if fl or dl or dropped:
+    if fl or dl or dropped or damaged:
         ax.legend(fontsize=8)
     ax.set_title("End-to-end latency")
     fig.tight_layout()
@@ -429,13 +471,14 @@ def _write_outputs(out: Path, frames: list[Frame], summary: dict[str, Any], name
     from egmt_ros import report
 
     classes = sorted(summary["detections_per_frame_by_class"])
-    fields = (["frame", "rgb_stamp_ns", "thermal_stamp_ns", "fused_stamp_ns", "fused", "latency_ms",
+    fields = (["frame", "rgb_stamp_ns", "thermal_stamp_ns", "fused_stamp_ns", "fused", "lost_to_damage", "latency_ms",
                "detection_latency_ms", "detections"] + list(names) + [f"n_{c}" for c in classes])
     rows = []
     for f in frames:
         counts = Counter(b[0] for b in f.boxes or [])
         row = {"frame": f.index, "rgb_stamp_ns": f.rgb_stamp, "thermal_stamp_ns": f.thermal_stamp,
-               "fused_stamp_ns": f.fused_stamp, "fused": int(f.fused_rec is not None), "latency_ms": f.latency_ms,
+               "fused_stamp_ns": f.fused_stamp, "fused": int(f.fused_rec is not None),
+               "lost_to_damage": int(f.lost_to_damage), "latency_ms": f.latency_ms,
                "detection_latency_ms": f.det_latency_ms, "detections": None if f.boxes is None else len(f.boxes)}
         row.update(f.metrics)
         if f.boxes is not None:
@@ -465,6 +508,10 @@ def _write_outputs(out: Path, frames: list[Frame], summary: dict[str, Any], name
               f"| frames with a thermal partner | {summary['frames_paired']} |",
               f"| fused frames | {summary['frames_fused']} |",
               f"| dropped (no output) | {summary['dropped']} ({_fmt(summary['drop_rate'])}) |",
+              f"| lost to bag damage (not counted as dropped) | {summary['frames_lost_to_damage']} |",
+              *[f"| {k} bag damage: places / messages skipped | {v['damaged_places']} / "
+                f"{_fmt(v['messages_skipped'])} |" for k, v in summary.get("bag_damage", {}).items()
+                if v["damaged_places"]],
               f"| latency mean / p50 / p99 / max (ms) | {_fmt(lat['mean'], 1)} / {_fmt(lat['p50'], 1)} / "
               f"{_fmt(lat['p99'], 1)} / {_fmt(lat['max'], 1)} |",
               f"| detection latency mean / p50 / p99 (ms) | {_fmt(dlat['mean'], 1)} / {_fmt(dlat['p50'], 1)} / "

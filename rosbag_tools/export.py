@@ -9,9 +9,10 @@ written as the usual BGR files, float images go to 32-bit float TIFF. ``DIR/mani
 its topic, header stamp and bag time. ``--video`` also writes ``DIR/<topic>.mp4`` (OpenCV ``mp4v``; 16-bit and
 float frames through a 1-99 percentile stretch to 8 bits) at ``--fps`` or the topic's mean rate in the bag.
 
-A damaged bag (truncated mcap, overwritten sqlite pages, undecodable message) is exported up to the damage:
-every message before it is written, then the command prints the error (file and byte offset / message index)
-and exits with status 3.
+A damaged bag (truncated mcap, a chunk failing its CRC, overwritten or missing sqlite pages, a message that does
+not decode) is exported as far as it can be read: every readable message, before and after the damage, is written
+and each damaged one is skipped and counted; then the command prints the error (file, byte offset / message index
+of the first damage, messages skipped) and exits with status 3.
 """
 
 from __future__ import annotations
@@ -40,13 +41,15 @@ def topic_slug(topic: str) -> str:
 
 @dataclass
 class ExportResult:
-    """What export wrote: PNG count per topic, videos, skipped (non-image) messages, and the damage if any."""
+    """What export wrote: PNG count per topic, videos, skipped (non-image) messages, and the damage if any
+    (``error``, and ``damaged`` = messages skipped as damaged)."""
 
     out: str
     images: dict[str, int] = field(default_factory=dict)
     videos: dict[str, str] = field(default_factory=dict)
     skipped: int = 0
     error: str | None = None
+    damaged: int = 0
 
 
 class _Video:
@@ -91,8 +94,8 @@ def export_bag(bag: str | Path, out: str | Path, topics: Sequence[str] | None = 
                fps: float | None = None, progress: bool = True) -> ExportResult:
     """Write the images of ``bag`` under ``out`` (see the module docstring).
 
-    Raises BagCorruptError after writing everything before the damage; the partial ``ExportResult`` is on the
-    exception as ``exc.result``.
+    Raises BagCorruptError after writing every readable message when the bag is damaged; the ``ExportResult`` is
+    on the exception as ``exc.result``.
     """
     reader = BagReader(bag)
     outdir = Path(out)
@@ -114,9 +117,9 @@ def export_bag(bag: str | Path, out: str | Path, topics: Sequence[str] | None = 
                 try:
                     msg = deserialize(m.data, m.msgtype)
                     img = message_to_bgr_or_grey(msg, m.msgtype)
-                except Exception as exc:  # noqa: BLE001 - a message that does not decode is damage too
-                    raise BagCorruptError(reader.file, m.index, None,
-                                          f"message on {m.topic} does not decode: {type(exc).__name__}: {exc}") from exc
+                except Exception as exc:  # noqa: BLE001 - a message that does not decode is damage too: skip it
+                    reader.mark_damaged(m, f"does not decode: {type(exc).__name__}: {exc}")
+                    continue
                 stamp = stamp_ns(msg.header)
                 folder = outdir / topic_slug(m.topic)
                 folder.mkdir(exist_ok=True)
@@ -136,7 +139,7 @@ def export_bag(bag: str | Path, out: str | Path, topics: Sequence[str] | None = 
                                                  fps or _topic_fps(reader, m.topic))
                     videos[m.topic].add(img)
         except BagCorruptError as exc:
-            result.error = str(exc)
+            result.error, result.damaged = str(exc), exc.skipped
             exc.result = result  # type: ignore[attr-defined]
             raise
         finally:
@@ -161,14 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point: 0 on success, 3 when the bag is damaged (everything before the damage is exported)."""
+    """CLI entry point: 0 on success, 3 when the bag is damaged (every readable message is exported)."""
     args = build_parser().parse_args(argv)
     try:
         res = export_bag(args.bag, args.out, args.topics, args.video, args.fps, progress=not args.no_progress)
     except BagCorruptError as exc:
         partial: ExportResult | None = getattr(exc, "result", None)
         kept = sum(partial.images.values()) if partial else 0
-        print(f"error: {exc}\nexported {kept} image(s) from before the damage to {args.out}", file=sys.stderr)
+        print(f"error: {exc}\nexported {kept} readable image(s) to {args.out}", file=sys.stderr)
         return 3
     except (FileNotFoundError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,6 +1,8 @@
 """rclpy plumbing shared by ``play`` and ``record`` (the live parts of rosbag_tools; only they import rclpy).
 
-- ``message_class('sensor_msgs/msg/Image')`` imports the rclpy message class of a type name;
+- ``message_class('sensor_msgs/msg/Image')`` imports the rclpy message class of a type name, only for a message of
+  an installed ROS interface package (``rosbag_tools.interfaces``: a type string from a bag or the graph never
+  names an arbitrary module to import);
 - ``to_rclpy_qos`` / ``from_rclpy_qos`` convert QoS between rosbags (bag metadata) and rclpy, keeping history,
   depth, reliability and durability (deadline, lifespan and liveliness are left at their defaults, as the bags
   written here carry none);
@@ -21,6 +23,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.signals import SignalHandlerOptions
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosReliability
 
+from rosbag_tools.interfaces import interface_type
 from rosbag_tools.types import QOS_RELIABLE
 
 #: ``--qos`` choices of play: the profile a player offers. ``reliable`` keeps the last 100 messages per topic
@@ -32,9 +35,13 @@ PLAY_QOS: dict[str, QoSProfile] = {
 
 
 def message_class(msgtype: str) -> type:
-    """The rclpy message class of ``pkg/msg/Name`` (ImportError/AttributeError when it is not installed)."""
-    pkg, kind, name = msgtype.split("/")
-    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+    """The rclpy message class of ``pkg/msg/Name``.
+
+    Raises ``interfaces.UnknownMessageType`` (a ValueError; nothing imported) unless the type is a message of an
+    installed ROS interface package, ImportError/AttributeError when its Python module is missing.
+    """
+    pkg, name = interface_type(msgtype)
+    return getattr(importlib.import_module(f"{pkg}.msg"), name)
 
 
 def to_rclpy_qos(profiles: list[Qos] | None) -> QoSProfile:

@@ -77,7 +77,7 @@ def play_bag(path: str | Path, rate: float = 1.0, loop: bool = False, start: flo
     message, then ``delay`` seconds more (time for the transports to connect). At the end, reliable publishers
     get up to ``ack_timeout`` seconds for their subscribers to acknowledge everything. ``stop`` (an Event) ends
     playback early; SIGINT/SIGTERM (KeyboardInterrupt) end it too; both are reported as ``interrupted``. A damaged
-    bag plays up to the damage and reports it in ``error``.
+    bag plays every readable message and reports the damage in ``error``.
     """
     if rate <= 0:
         raise ValueError(f"rate must be positive, got {rate}")

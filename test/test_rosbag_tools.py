@@ -233,11 +233,11 @@ def _intact_and_copy(data_root: Path, tmp_path: Path, storage: str) -> tuple[Pat
     return intact, damaged, read_all(intact)
 
 
-def _check_kept(outdir: Path, intact_msgs: list[tuple[str, int, bytes]], k: int) -> None:
-    """The export holds exactly the first k messages of the intact bag, bit for bit."""
+def _check_kept(outdir: Path, kept: list[tuple[str, int, bytes]]) -> None:
+    """The export holds exactly the messages ``kept`` (of the intact bag), in order, bit for bit."""
     rows = exported(outdir)
-    assert len(rows) == k
-    for row, (topic, t, raw) in zip(rows, intact_msgs[:k]):
+    assert len(rows) == len(kept)
+    for row, (topic, t, raw) in zip(rows, kept):
         assert row["topic"] == topic and int(row["bag_time_ns"]) == t
         src = image_to_array(deserialize(raw, IMAGE))
         assert np.array_equal(cv2.imread(str(outdir / row["file"]), cv2.IMREAD_UNCHANGED), src)
@@ -267,13 +267,15 @@ def test_truncated_mcap_keeps_everything_before_the_cut(data_root: Path, tmp_pat
     assert cut_chunk_start <= offset <= cut
     assert whole_before <= k < len(msgs)
     assert k >= 3  # 3 of the 10 messages lie entirely before the middle of this bag
-    _check_kept(out, msgs, k)
+    _check_kept(out, msgs[:k])
     with pytest.raises(BagCorruptError) as info:
         list(BagReader(damaged).messages())
     assert info.value.path == mcap and info.value.offset == offset and info.value.index == k
 
 
-def test_sqlite_with_garbage_keeps_everything_before_the_damage(data_root: Path, tmp_path: Path, capsys) -> None:
+def test_sqlite_with_garbage_keeps_every_readable_row(data_root: Path, tmp_path: Path, capsys) -> None:
+    """64 KiB of garbage in the middle of a sqlite3 bag: the rows before it and the readable rows after it are
+    exported (issue 16: reading goes on past a damaged row; before, export stopped at the first one)."""
     intact, damaged, msgs = _intact_and_copy(data_root, tmp_path, "sqlite3")
     db = damaged / "intact.db3"
     size = db.stat().st_size
@@ -293,7 +295,14 @@ def test_sqlite_with_garbage_keeps_everything_before_the_damage(data_root: Path,
     surely_before = int(np.sum(sizes * 1.02 + 64 * 1024 < where))
     assert surely_before >= 3
     assert surely_before <= k < len(msgs)
-    _check_kept(out, msgs, k)
+    with pytest.raises(BagCorruptError) as info:
+        list(BagReader(damaged).messages())
+    assert info.value.index == k and 1 <= info.value.skipped < len(msgs) - k
+    rows = exported(out)
+    after = [(r["topic"], int(r["bag_time_ns"])) for r in rows[k:]]
+    later = [(topic, t) for topic, t, _ in msgs[k + 1:]]
+    assert len(rows) == len(msgs) - info.value.skipped and set(after) <= set(later)
+    _check_kept(out, msgs[:k] + [m for m in msgs[k + 1:] if (m[0], m[1]) in set(after)])
 
 
 # ------------------------------------------------------------------------------------------------ evaluate
