@@ -9,7 +9,8 @@ header stamps are the recorded ones. ``--clock`` also publishes rosgraph_msgs/Cl
 time (before every message and at ``clock_hz`` while waiting), for nodes with ``use_sim_time``. ``--qos bag``
 (default) offers the QoS recorded in the bag (reliable when the bag has none). Topics whose message package is
 not installed are skipped with a warning. Ends at the end of the bag (after reliable publishers' data is
-acknowledged, up to ``--ack-timeout`` s, default 5), or on SIGINT/SIGTERM, both with exit status 0.
+acknowledged, up to ``--ack-timeout`` s, default 5), or on SIGINT/SIGTERM, both with exit status 0; a file that is
+not a bag, or a bag with nothing to play, ends with a one-line error and exit status 1.
 
 Library form: ``play_bag(path, rate=1.0, ..., node=None)``; with ``node`` the publishers are made on it (rclpy
 already initialised by the caller), otherwise a private context and node are used.
@@ -84,6 +85,8 @@ def play_bag(path: str | Path, rate: float = 1.0, loop: bool = False, start: flo
     if qos not in ("bag", *PLAY_QOS):
         raise ValueError(f"qos must be 'bag', 'reliable' or 'sensor', got {qos!r}")
     reader = BagReader(path)
+    if not reader.topics:
+        raise ValueError(f"{path}: not a readable bag ({reader.damaged or 'it has no topics'})")
     wanted = [t for t in reader.topics if not topics or t in topics]
     missing = [t for t in (topics or []) if t not in reader.topics]
     if missing:
@@ -203,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point: 0 at the end of the bag or on SIGINT/SIGTERM, 3 for a damaged bag, 1 for bad input."""
+    """CLI entry point: 0 at the end of the bag or on SIGINT/SIGTERM, 3 for a damaged bag, 1 for bad input or when
+    nothing could be played (not a bag, no installed message type, an empty range)."""
     args = build_parser().parse_args(argv)
     try:
         res = play_bag(args.bag, rate=args.rate, loop=args.loop, start=args.start, duration=args.duration,
@@ -222,8 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if res.error:
         print(f"error: {res.error}", file=sys.stderr)
         return 3
-    if not res.published and res.skipped_topics:
-        print(f"error: no message type installed for {', '.join(res.skipped_topics)}", file=sys.stderr)
+    if not res.published and not res.interrupted:
+        why = (f"no message type installed for {', '.join(res.skipped_topics)}" if res.skipped_topics
+               else "no message in the selected range")
+        print(f"error: {args.bag}: nothing played: {why}", file=sys.stderr)
         return 1
     return 0
 

@@ -41,7 +41,8 @@ import numpy as np
 from tqdm import tqdm
 
 from egmt_ros import report
-from egmt_ros.data.images import IMAGE_EXTS, list_pairs, load_image, load_pair, to_uint8
+from egmt_ros.cli.common import output_folder
+from egmt_ros.data.images import IMAGE_EXTS, check_pair, list_pairs, load_image, load_pair, to_uint8
 from egmt_ros.fusion.color import split_luma
 from egmt_ros.fusion.methods import FusionMethod, available, get_method
 
@@ -504,12 +505,13 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     pair_counts = []
     for f in folders:
         try:
-            n = len(list_pairs(f))
-        except FileNotFoundError as exc:
+            pairs = list_pairs(f)[:args.limit]
+            for _, ir_path, vi_path in pairs:
+                check_pair(ir_path, vi_path)
+        except (FileNotFoundError, ValueError) as exc:
             raise BenchError(str(exc)) from exc
-        pair_counts.append(n if args.limit is None else min(n, args.limit))
+        pair_counts.append(len(pairs))
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
 
     results: list[DatasetResult] = []
     pool: Executor | None = None
@@ -596,8 +598,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
-        index = run(args, argv)
-    except BenchError as exc:
+        with output_folder(args.out):
+            index = run(args, argv)
+    except (BenchError, OSError, ValueError) as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
     print(f"bench: wrote {index}")

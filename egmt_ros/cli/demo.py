@@ -65,9 +65,26 @@ def resolve_sample(sample: str | None) -> dict:
     if (p / "ir").is_dir() and (p / "vi").is_dir():
         return {"pairs": p}
     if (p / "metadata.yaml").is_file() or p.suffix in (".mcap", ".db3"):
+        check_bag(p)
         return {"bag": p}
     raise FileNotFoundError(f"demo sample {sample!r} is neither an m2vd video name, an image-pair folder "
                             "(ir/ + vi/), a rosbag2, nor IR.mp4:VI.mp4")
+
+
+def check_bag(path: Path) -> None:
+    """ValueError (FileNotFoundError) unless ``path`` is a complete bag with both camera topics: the demo plays a
+    sample whole, so a damaged one is refused before the graph starts."""
+    from rosbag_tools.bagio import BagReader
+
+    reader = BagReader(path)
+    if reader.damaged is not None:
+        raise ValueError(f"demo sample {path} is a damaged bag ({reader.damaged}); the demo needs a complete one "
+                         "(python -m rosbag_tools.play plays what is readable of a damaged bag)")
+    missing = [t for t in ("/thermal/image_raw", "/rgb/image_raw")
+               if t not in reader.topics and t + "/compressed" not in reader.topics]
+    if missing:
+        raise ValueError(f"demo sample {path} has no {' or '.join(missing)} (its topics: "
+                         f"{', '.join(reader.topics) or 'none'})")
 
 
 def ros_env(domain_id: int) -> dict[str, str]:
@@ -148,9 +165,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         sample = resolve_sample(args.sample)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 2
+    try:
+        return run_demo(args, sample)
+    except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def run_demo(args: argparse.Namespace, sample: dict) -> int:
+    """The demo's steps for a resolved ``sample`` (see the module docstring); returns the exit status."""
     out = args.out
     if out.exists():
         shutil.rmtree(out)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from egmt_ros.data.images import IMAGE_EXTS, load_pair, save_image
+from egmt_ros.cli.common import output_folder
+from egmt_ros.data.images import IMAGE_EXTS, check_pair, load_pair, save_image
 from egmt_ros.paths import models_dir
 
 
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fuser = EGMTFuser.from_checkpoint(model_path, device=args.device)
         pairs = match_pairs(args.ir, args.vi)
+        for ir_path, vi_path in pairs:
+            check_pair(ir_path, vi_path)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -54,10 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     words = [w.strip() for w in args.entities.split(",") if w.strip()]
     fuser.set_entities(words)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for ir_path, vi_path in tqdm(pairs, desc="fuse", unit="pair"):
-        ir, vi = load_pair(ir_path, vi_path)
-        save_image(args.out / ir_path.name, fuser.fuse_color(ir, vi))
+    try:
+        with output_folder(args.out):
+            for ir_path, vi_path in tqdm(pairs, desc="fuse", unit="pair"):
+                ir, vi = load_pair(ir_path, vi_path)
+                save_image(args.out / ir_path.name, fuser.fuse_color(ir, vi))
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {len(pairs)} fused images to {args.out}")
     return 0
 

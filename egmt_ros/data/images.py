@@ -81,6 +81,25 @@ def list_pairs(folder: str | Path) -> list[tuple[str, Path, Path]]:
     return pairs
 
 
+def check_pair(ir_path: str | Path, vi_path: str | Path) -> None:
+    """Raise ValueError naming the file and the problem when either file is not a readable image or the two
+    differ in size. Reads the file headers only (Pillow), so a whole folder is checked before any work starts."""
+    from PIL import Image, UnidentifiedImageError
+
+    sizes = []
+    for role, path in (("IR", ir_path), ("VI", vi_path)):
+        try:
+            with Image.open(path) as im:
+                sizes.append(im.size)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{role} image not found: {path}") from None
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ValueError(f"{role} file {path} is not a readable image ({exc.__class__.__name__})") from None
+    if sizes[0] != sizes[1]:
+        raise ValueError(f"size mismatch: IR {ir_path} is {sizes[0][0]}x{sizes[0][1]}, "
+                         f"VI {vi_path} is {sizes[1][0]}x{sizes[1][1]}; a pair must be registered to one size")
+
+
 def load_pair(ir_path: str | Path, vi_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(IR grey ``H x W``, VI grey or RGB) as float32 [0, 1]; raises ValueError if sizes differ."""
     ir = to_gray(load_image(ir_path))

@@ -79,7 +79,11 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"EGMT checkpoint not found: {p}. Train one with `python -m egmt_ros.cli.train` (it writes "
             f"NAME.pt + NAME.card.json), or put the shipped weights (models/egmt_rt.pt from the egmt_ros "
             f"repository) there, or pass --model PATH.")
-    payload = torch.load(p, map_location=map_location, weights_only=True)
+    try:
+        payload = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a text file, a truncated file, a foreign pickle: all "not a checkpoint"
+        raise ValueError(f"{p} is not an egmt_ros checkpoint: torch.load cannot read it "
+                         f"({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{p} is not an egmt_ros checkpoint (format {FORMAT})")
     return payload
