@@ -550,8 +550,6 @@ class _McapScan:
         except (struct.error, UnicodeDecodeError) as exc:
             self.damage(pos, f"unreadable chunk header: {type(exc).__name__}: {exc}")
             return
-        if end < self.lo or start >= self.hi:
-            return  # outside the time window: not even decompressed
         where = f"the chunk at byte {pos}"
         if p + 8 + csize > length:
             self.damage(pos, f"{where} declares {csize} compressed bytes, more than its record holds", None, start, end)
