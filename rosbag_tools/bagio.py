@@ -743,10 +743,10 @@ class _SqlitePages:
         out: dict[int, tuple[str, str]] = {}
         for page, offset, size, rowid in self.cells():
             try:
-                raw = self.payload(page, offset, size)
-                cols = _columns(raw, size)
+                cols = _columns(self.payload(page, offset, size, 64), size)
                 if len(cols) < 5 or cols[0][0] != 0 or not all(c[0] >= 13 and c[0] % 2 for c in cols[1:3]):
                     continue
+                raw = self.payload(page, offset, size)
                 name, msgtype = (raw[at:at + (st - 13) // 2].decode() for st, at in cols[1:3])
             except (_Unreadable, IndexError, struct.error, UnicodeDecodeError):
                 continue
