@@ -265,12 +265,18 @@ class BagReader:
         lo = -(2**63) if start_ns is None else max(-(2**63), start_ns)
         hi = 2**63 - 1 if stop_ns is None else min(2**63 - 1, stop_ns)
         source = self._mcap(wanted, lo, hi) if self.storage == "mcap" else self._sqlite(wanted, lo, hi)
-        for topic, msgtype, ts, data in source:
-            if self.damaged is not None:
-                self.topics.setdefault(topic, msgtype)
-                self.counts[topic] = self.counts.get(topic, 0) + 1
-            yield BagMessage(self._read, topic, msgtype, ts, data)
-            self._read += 1
+        seen: dict[str, int] = {}
+        try:
+            for topic, msgtype, ts, data in source:
+                seen[topic] = seen.get(topic, 0) + 1
+                if self.damaged is not None:
+                    self.topics.setdefault(topic, msgtype)
+                yield BagMessage(self._read, topic, msgtype, ts, data)
+                self._read += 1
+        finally:
+            if self.damaged is not None:  # no index: the counts are what the passes found (the most of any pass)
+                for topic, n in seen.items():
+                    self.counts[topic] = max(self.counts.get(topic, 0), n)
         if self.damage:
             note = f" (the bag has no usable index: {self.damaged})" if self.damaged else ""
             raise BagCorruptError(self.file, self.damage, note)
