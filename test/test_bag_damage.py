@@ -208,15 +208,32 @@ def _corrupt_length(raw: bytes, n_pixels: int) -> bytes:
     return raw[:at] + struct.pack("<I", 2**31 - 1) + raw[at + 4:]
 
 
-def test_corrupted_cdr_length_is_skipped_and_later_messages_kept(tmp_path: Path, capsys) -> None:
-    intact = small_bag(tmp_path, "sqlite3", 5, "intact")
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_corrupted_cdr_length_is_skipped_and_later_messages_kept(tmp_path: Path, capsys, storage: str) -> None:
+    """Message 2's pixel array length set to 2**31 - 1, in a sqlite3 bag (no checksums) and in an mcap bag whose
+    chunk CRCs are 0 (a writer that computes none): that message is skipped and counted, the others exported."""
+    intact = small_bag(tmp_path, storage, 5, "intact")
     msgs = read_all(intact)
     bad = tmp_path / "bad"
     shutil.copytree(intact, bad)
-    con = sqlite3.connect(bad / "intact.db3")
-    con.execute("UPDATE messages SET data = ? WHERE id = 3", (_corrupt_length(msgs[2][2], 48 * 64),))
-    con.commit()
-    con.close()
+    corrupt = _corrupt_length(msgs[2][2], 48 * 64)
+    if storage == "sqlite3":
+        con = sqlite3.connect(bad / "intact.db3")
+        con.execute("UPDATE messages SET data = ? WHERE id = 3", (corrupt,))
+        con.commit()
+        con.close()
+    else:
+        mcap = bad / "intact.mcap"
+        reader = McapReader(mcap)
+        reader.open()
+        starts = [c.chunk_start_offset for c in reader.chunks]
+        reader.close()
+        blob = bytearray(mcap.read_bytes())
+        at = bytes(blob).index(msgs[2][2])
+        blob[at:at + len(corrupt)] = corrupt
+        for start in starts:
+            blob[start + 9 + 24:start + 9 + 28] = bytes(4)
+        mcap.write_bytes(bytes(blob))
     out = tmp_path / "x"
     assert export_mod.main([str(bad), "--out", str(out), "--no-progress"]) == 3
     err = capsys.readouterr().err
