@@ -41,9 +41,10 @@ from typing import Any, Callable, Iterator, Sequence
 import cv2
 import numpy as np
 
+from egmt_ros.core.codec import detections_to_boxes
 from rosbag_tools.bagio import BagCorruptError, BagReader, Damage
 from rosbag_tools.types import (
-    DETECTION2D_ARRAY, deserialize, detections_to_boxes, header_stamp_of,
+    DETECTION2D_ARRAY, deserialize, header_stamp_of,
     message_to_bgr_or_grey, stamp_ns, stretch_to_uint8,
 )
 

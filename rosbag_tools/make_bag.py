@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from egmt_ros.data.images import list_pairs
+from egmt_ros.core.images import list_pairs
 from rosbag_tools.bagio import STORAGES, BagWriter
 from rosbag_tools.types import (
     CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, QOS_PROFILES, make_camera_info, make_compressed_image, make_image,

@@ -8,8 +8,9 @@ field for field as in ros-perception/vision_msgs 4.x (the ROS 2 Humble..Kilted A
 
 Messages here are rosbags dataclasses, not rclpy messages: build them with the helpers below
 (``make_image``, ``make_compressed_image``, ``make_camera_info``, ``make_detections``) and turn them into CDR
-with ``serialize``. ``image_to_array`` / ``compressed_to_array`` read images back as numpy arrays, using the
-encoding table of ``egmt_ros.nodes.image_conv.encoding_info``.
+with ``serialize``. Raw images and detections are read back with the one ROS-free codec,
+``egmt_ros.core.codec`` (``image_to_numpy``, ``detections_to_boxes``), which the nodes use too;
+``compressed_to_array`` decodes compressed images.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from rosbags.interfaces import Nodetype, Qos, QosDurability, QosHistory, QosLive
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
-from egmt_ros.nodes.image_conv import ImageConversionError, encoding_info
+from egmt_ros.core.codec import ImageConversionError, image_fields, image_to_numpy
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
@@ -96,44 +97,12 @@ def make_header(stamp: int, frame_id: str) -> Any:
 
 
 def make_image(arr: np.ndarray, encoding: str, stamp: int, frame_id: str) -> Any:
-    """sensor_msgs/Image holding ``arr`` (``H x W`` or ``H x W x C`` of the encoding's dtype), little endian,
-    no row padding.
-
-    Raises ImageConversionError when the array does not fit the encoding.
-    """
-    dtype, channels = encoding_info(encoding)
-    a = np.asarray(arr)
-    if a.ndim == 3 and channels == 1 and a.shape[2] == 1:
-        a = a[:, :, 0]
-    if a.ndim != (2 if channels == 1 else 3) or (channels > 1 and a.shape[2] != channels):
-        raise ImageConversionError(f"{encoding} needs {channels} channel(s), got an array of shape {a.shape}")
-    if a.dtype.kind != dtype.kind or a.dtype.itemsize != dtype.itemsize:
-        raise ImageConversionError(f"{encoding} needs dtype {dtype.name}, got {a.dtype}")
-    a = np.ascontiguousarray(a.astype(dtype.newbyteorder("<"), copy=False))
-    height, width = int(a.shape[0]), int(a.shape[1])
-    return typestore().types[IMAGE](
-        header=make_header(stamp, frame_id), height=height, width=width, encoding=encoding,
-        is_bigendian=0, step=width * channels * dtype.itemsize, data=a.reshape(-1).view(np.uint8))
-
-
-def image_to_array(msg: Any) -> np.ndarray:
-    """The pixels of a rosbags sensor_msgs/Image as a native-order ``H x W`` or ``H x W x C`` array (a copy).
-
-    Respects ``step`` padding and ``is_bigendian``. Raises ImageConversionError on an unknown encoding or sizes
-    that disagree.
-    """
-    dtype, channels = encoding_info(msg.encoding)
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    row = width * channels * dtype.itemsize
-    buf = np.asarray(msg.data, dtype=np.uint8).reshape(-1)
-    if height == 0 or width == 0 or step < row or buf.size != height * step:
-        raise ImageConversionError(
-            f"{msg.encoding} image {width}x{height}: step {step}, {buf.size} data bytes (expected "
-            f"height*step with step >= {row})")
-    rows = buf.reshape(height, step)[:, :row]
-    src = dtype.newbyteorder(">" if msg.is_bigendian else "<") if dtype.itemsize > 1 else dtype
-    out = np.ascontiguousarray(rows).view(src).astype(dtype)
-    return out.reshape((height, width) if channels == 1 else (height, width, channels))
+    """sensor_msgs/Image holding ``arr`` (``H x W`` or ``H x W x C`` of the encoding's dtype), no row padding
+    (fields from :func:`egmt_ros.core.codec.image_fields`). Raises ImageConversionError when the array does not fit
+    the encoding."""
+    fields = image_fields(arr, encoding)
+    fields["data"] = np.frombuffer(fields["data"], dtype=np.uint8)
+    return typestore().types[IMAGE](header=make_header(stamp, frame_id), **fields)
 
 
 def make_compressed_image(arr: np.ndarray, fmt: str, stamp: int, frame_id: str, quality: int = 95) -> Any:
@@ -205,17 +174,6 @@ def make_detections(stamp: int, frame_id: str,
     return t[DETECTION2D_ARRAY](header=header, detections=dets)
 
 
-def detections_to_boxes(msg: Any) -> list[tuple[str, float, float, float, float, float]]:
-    """``(class_id, score, cx, cy, w, h)`` of each detection's best hypothesis (class '' when it has none)."""
-    out = []
-    for d in msg.detections:
-        best = max(d.results, key=lambda r: r.hypothesis.score, default=None)
-        cls, score = (best.hypothesis.class_id, float(best.hypothesis.score)) if best is not None else ("", 0.0)
-        c = d.bbox.center.position
-        out.append((cls, score, float(c.x), float(c.y), float(d.bbox.size_x), float(d.bbox.size_y)))
-    return out
-
-
 def make_clock(stamp: int) -> Any:
     """rosgraph_msgs/Clock at ``stamp`` ns."""
     t = typestore().types
@@ -262,7 +220,7 @@ def message_to_bgr_or_grey(msg: Any, msgtype: str) -> np.ndarray:
     """
     if msgtype == COMPRESSED_IMAGE:
         return compressed_to_array(msg)
-    arr = image_to_array(msg)
+    arr = image_to_numpy(msg)
     enc = msg.encoding
     if enc in ("rgb8", "rgb16"):
         return np.ascontiguousarray(arr[:, :, ::-1])

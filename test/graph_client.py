@@ -15,8 +15,7 @@ from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
-from egmt_ros.nodes.common import ns_to_stamp, qos_by_name, sec_to_stamp
-from egmt_ros.nodes.image_conv import numpy_to_image
+from egmt_ros.nodes.common import ns_to_stamp, numpy_to_image, qos_by_name, sec_to_stamp
 
 
 class GraphClient:

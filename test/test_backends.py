@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from egmt_ros.data.images import list_pairs, load_pair, to_gray
+from egmt_ros.core.images import list_pairs, load_pair, to_gray
 from egmt_ros.fusion.methods import get_method
-from egmt_ros.model.backends import (BackendUnavailableError, export_fuse_onnx, model_hash, pad_entities)
+from egmt_ros.model.backends import BackendUnavailableError, model_hash, pad_entities
 from egmt_ros.model.checkpoint import save_checkpoint
 from egmt_ros.model.config import rt_config
+from egmt_ros.model.export import export_onnx
 from egmt_ros.model.method import EGMTFuser
 from egmt_ros.model.network import EGMT
 from egmt_ros.model.text import HashEncoder
@@ -135,7 +136,7 @@ def test_the_tensorrt_graph_agrees_with_eager_in_onnxruntime(ckpt: Path, pair, e
 
     fuser = EGMTFuser.from_checkpoint(ckpt)
     h, w = pair[0].shape
-    path = export_fuse_onnx(fuser.model, tmp_path / "trt.onnx", entities=6, static_hw=(h, w), float_mask=True)
+    path = export_onnx(fuser.model, tmp_path / "trt.onnx", entities=6, static_hw=(h, w), float_mask=True)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [tuple(i.shape) for i in sess.get_inputs()] == [(1, 1, h, w), (1, 1, h, w), (1, 6, D), (1, 6)]
     for labels, key in ((ENTITIES, "ent"), ([], "none")):

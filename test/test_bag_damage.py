@@ -19,13 +19,14 @@ import pytest
 from rosbags.rosbag2.errors import ReaderError
 from rosbags.rosbag2.storage_mcap import McapReader
 
+from egmt_ros.core.codec import image_to_numpy
 import rosbag_tools
 from rosbag_tools import evaluate as evaluate_mod
 from rosbag_tools import export as export_mod
 from rosbag_tools.bagio import BagCorruptError, BagReader, BagWriter
 from rosbag_tools.interfaces import UnknownMessageType, interface_type
 from rosbag_tools.make_bag import make_bag
-from rosbag_tools.types import IMAGE, deserialize, image_to_array, make_image, serialize
+from rosbag_tools.types import IMAGE, deserialize, make_image, serialize
 from test_rosbag_tools import exported, read_all
 
 START = 1_700_000_000.0
@@ -38,7 +39,7 @@ def assert_exported_exactly(outdir: Path, intact: list[tuple[str, int, bytes]], 
     assert {(r["topic"], int(r["bag_time_ns"])) for r in rows} == keys and len(rows) == len(keys)
     raw_of = {(topic, t): raw for topic, t, raw in intact}
     for r in rows:
-        want = image_to_array(deserialize(raw_of[(r["topic"], int(r["bag_time_ns"]))], IMAGE))
+        want = image_to_numpy(deserialize(raw_of[(r["topic"], int(r["bag_time_ns"]))], IMAGE))
         assert np.array_equal(cv2.imread(str(outdir / r["file"]), cv2.IMREAD_UNCHANGED), want), r
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from egmt_ros import report
 from egmt_ros.cli import bench
-from egmt_ros.data.images import load_image, save_image, to_uint8
-from egmt_ros.fusion.color import split_luma
+from egmt_ros.core.color import split_luma
+from egmt_ros.core.images import load_image, save_image, to_uint8
 from egmt_ros.metrics.fusion import METRICS, PAPER_METRICS
 
 SIZE = (64, 80)  # H, W

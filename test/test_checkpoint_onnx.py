@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from egmt_ros.data.images import list_pairs, load_image, load_pair, save_image
+from egmt_ros.core.images import list_pairs, load_image, load_pair, save_image
 from egmt_ros.fusion.methods import get_method
 from egmt_ros.model.checkpoint import card_path, load_checkpoint, save_checkpoint
 from egmt_ros.model.config import rt_config

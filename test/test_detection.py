@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from egmt_ros.data.images import load_pair
+from egmt_ros.core.images import load_pair
 from egmt_ros.detection.classmap import COCO_TO_M3FD, M3FD_CLASSES, class_mapping
 from egmt_ros.detection.dataset import read_yolo
 from egmt_ros.detection.detector import Detection, Detector, UntrustedWeightsError, annotate, find_weights

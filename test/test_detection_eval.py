@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from egmt_ros.cli import eval_detector
-from egmt_ros.data.images import load_image
+from egmt_ros.core.images import load_image
 from egmt_ros.detection.classmap import M3FD_CLASSES
 from egmt_ros.detection.dataset import load_detection_data, read_yolo
 from egmt_ros.detection.detector import Detection, Detector

@@ -10,7 +10,7 @@ import numpy as np
 import yaml
 
 from egmt_ros.cli import train_detector
-from egmt_ros.data.images import load_image, load_pair
+from egmt_ros.core.images import load_image, load_pair
 from egmt_ros.detection.dataset import load_detection_data, split_samples
 from egmt_ros.detection.inputs import DetectorInput
 from egmt_ros.detection.sample_data import build_sample_dataset, coco_names

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from egmt_ros.cli.annotate import main
-from egmt_ros.entities.classes import DEFAULT_CLASSES
+from egmt_ros.core.classes import DEFAULT_CLASSES
 from egmt_ros.entities.encoders import MINILM_ID
 
 

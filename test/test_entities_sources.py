@@ -91,7 +91,7 @@ def test_ir_inverted_modality_and_detector_ensemble() -> None:
 def test_black_hot_ir_finds_the_person_in_tno_04(data_root) -> None:
     """TNO 04: a person in a trench, warm in the thermal image. YOLO11n finds no person in the white-hot IR
     image and one (score ~0.87) in its black-hot inversion (docs/entities.md)."""
-    from egmt_ros.data.images import load_pair
+    from egmt_ros.core.images import load_pair
     from egmt_ros.detection.detector import Detector
 
     ir, vi = load_pair(data_root / "tno42/ir/04.png", data_root / "tno42/vi/04.png")
@@ -138,7 +138,7 @@ def test_tiles_find_more_and_map_boxes_back() -> None:
 def test_tiles_find_a_distant_thermal_person_in_tno(data_root) -> None:
     """TNO 36: one person about 15 px tall in the thermal image; YOLO11n misses it in the whole 640-px frame and
     finds it in a 2 x 2 tile (docs/entities.md); only the listed classes become entities."""
-    from egmt_ros.data.images import load_pair
+    from egmt_ros.core.images import load_pair
     from egmt_ros.detection.detector import Detector
 
     ir, vi = load_pair(data_root / "tno42/ir/36.png", data_root / "tno42/vi/36.png")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from egmt_ros.entities.classes import DEFAULT_CLASSES, class_of, multi_hot, parse_class_list
+from egmt_ros.core.classes import DEFAULT_CLASSES, class_of, multi_hot, parse_class_list
 from egmt_ros.entities.extractor import (RuleEntityExtractor, get_extractor, merge_entities, normalize_entities,
                                          normalize_entity, singular, split_entity_list)
 from egmt_ros.entities.sources import parse_vocabulary

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from egmt_ros.data.images import list_pairs, load_pair, to_uint8
+from egmt_ros.core.images import list_pairs, load_pair, to_uint8
 from graph_client import GraphClient
 
 

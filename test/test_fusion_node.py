@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import Image
 
-from egmt_ros.data.images import list_pairs, load_pair, to_uint8
+from egmt_ros.core.codec import image_to_numpy
+from egmt_ros.core.images import list_pairs, load_pair, to_uint8
+from egmt_ros.fusion.engine import fuse_images
 from egmt_ros.fusion.methods import get_method
-from egmt_ros.fusion.pipeline import fuse_images
 from egmt_ros.fusion.terf import box_mask
-from egmt_ros.nodes.image_conv import image_to_numpy
 from graph_client import GraphClient
 
 METHOD = "average"  # a deterministic, fast method: the node's behaviour, not the network, is under test here

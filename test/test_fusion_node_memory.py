@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from egmt_ros.data.images import load_pair, to_uint8
+from egmt_ros.core.images import load_pair, to_uint8
 from graph_client import GraphClient
 
 

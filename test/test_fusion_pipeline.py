@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from egmt_ros.data.images import list_pairs, load_pair, to_uint8
+from egmt_ros.core.images import list_pairs, load_pair, to_uint8
+from egmt_ros.core.methods import FunctionMethod
 from egmt_ros.fusion.agc import ThermalAGC
-from egmt_ros.fusion.methods import FunctionMethod
-from egmt_ros.fusion.pipeline import FusionPipeline, fuse_images
+from egmt_ros.fusion.engine import FusionEngine, fuse_images
 from egmt_ros.fusion.registration import parse_homography, warp_thermal
 from egmt_ros.fusion.sync import NS_PER_S, StampPairer, Stamped
 
@@ -103,12 +103,12 @@ def test_pipeline_matches_file_path_on_real_pair(data_root) -> None:
     ir, vi = load_pair(ir_p, vi_p)
     expected = to_uint8(fuse_images(AVG, ir, vi))
     bgr = np.ascontiguousarray(to_uint8(vi)[:, :, ::-1])
-    res = FusionPipeline(AVG).process(to_uint8(ir), bgr, "bgr8")
+    res = FusionEngine(AVG).process(to_uint8(ir), bgr, "bgr8")
     assert res.encoding == "bgr8" and res.image.shape == bgr.shape
     assert np.array_equal(res.image[:, :, ::-1], expected)
     assert set(res.timings) == {"preprocess", "fuse", "postprocess"}
     with pytest.raises(ValueError, match="empty image"):
-        FusionPipeline(AVG).process(np.zeros((0, 0), np.uint8), bgr)
+        FusionEngine(AVG).process(np.zeros((0, 0), np.uint8), bgr)
 
 
 def test_agc_outlier_frame_does_not_poison_the_range() -> None:

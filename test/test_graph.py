@@ -9,7 +9,7 @@ import time
 import numpy as np
 from sensor_msgs.msg import Image
 
-from egmt_ros.data.images import load_pair, to_uint8
+from egmt_ros.core.images import load_pair, to_uint8
 from graph_client import GraphClient
 
 

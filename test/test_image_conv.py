@@ -1,4 +1,4 @@
-"""sensor_msgs/Image <-> numpy (egmt_ros.nodes.image_conv): exact round trips, padding, byte order, errors, views."""
+"""sensor_msgs/Image <-> numpy (egmt_ros.core.codec, egmt_ros.nodes.common.numpy_to_image): exact round trips, padding, byte order, errors, views."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from std_msgs.msg import Header
 
-from egmt_ros.nodes.image_conv import (
+from egmt_ros.core.codec import (
     NATIVE_BIGENDIAN,
     SUPPORTED_ENCODINGS,
     ImageConversionError,
     encoding_info,
     image_to_numpy,
-    numpy_to_image,
 )
+from egmt_ros.nodes.common import numpy_to_image
 from sensor_msgs.msg import Image
 
 H, W = 7, 5  # odd sizes catch row/column mix-ups

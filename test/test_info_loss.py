@@ -70,7 +70,7 @@ def test_region_maps_of_records_crop_with_the_images(tmp_path: Path) -> None:
     # items carry the masks of their own crop (and flip)
     for sub in ("ir", "vi"):
         (tmp_path / "p" / sub).mkdir(parents=True)
-    from egmt_ros.data.images import save_image
+    from egmt_ros.core.images import save_image
     save_image(tmp_path / "p" / "ir" / "a.png", np.zeros((40, 60), np.float32))
     save_image(tmp_path / "p" / "vi" / "a.png", np.zeros((40, 60), np.float32))
     sample = ds.collect_samples([tmp_path / "p"])[0]
@@ -123,8 +123,8 @@ def test_paper_objective_prefers_the_average_the_info_objective_does_not(data_ro
     """The collapse of the paper recipe (docs/model.md): on real pairs Eq. 11 with a = (1, 15, 5) scores the pixel
     average lower than pixel max, so training descends towards averaging; the information target scores lower than
     both under the info objective, and the paper objective does not prefer it."""
-    from egmt_ros.data.images import load_pair
-    from egmt_ros.fusion.color import split_luma
+    from egmt_ros.core.images import load_pair
+    from egmt_ros.core.color import split_luma
 
     paper, info = L.EGMTLoss(paper_config(use_mt=False)), L.EGMTLoss(rt_config(use_mt=False))
     for stem in ("00556D", "00881N"):

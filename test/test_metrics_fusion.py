@@ -15,7 +15,7 @@ import pytest
 from scipy import fft as sp_fft
 from skimage.metrics import structural_similarity
 
-from egmt_ros.data.images import list_pairs, load_image, load_pair, to_gray
+from egmt_ros.core.images import list_pairs, load_image, load_pair, to_gray
 from egmt_ros.metrics import (
     METRICS,
     PAPER_METRICS,
@@ -45,8 +45,8 @@ from egmt_ros.metrics import _native
 from egmt_ros.metrics import fmi as fmi_mod
 from egmt_ros.metrics import phase as phase_mod
 from egmt_ros.metrics.fmi import dmey_filters, dwt2_dmey, fast_fmi, wavelet_feature
-from egmt_ros.metrics.phase import phase_congruency
 from egmt_ros.metrics.gradient import QABF_DA, QABF_DG, QABF_KA, QABF_KG, QABF_TA, QABF_TG
+from egmt_ros.metrics.phase import phase_congruency
 
 
 def _gray255(img: np.ndarray) -> np.ndarray:

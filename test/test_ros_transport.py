@@ -16,7 +16,7 @@ import pytest
 from sensor_msgs.msg import Image
 
 import ros_harness
-from egmt_ros.nodes.image_conv import image_to_numpy
+from egmt_ros.core.codec import image_to_numpy
 from helpers.publish_images import make_images
 from ros_harness import (
     HELPERS_DIR,

@@ -15,6 +15,7 @@ from rosbags.rosbag2 import Reader
 from rosbags.rosbag2.storage_mcap import McapReader
 from ruamel.yaml import YAML
 
+from egmt_ros.core.codec import detections_to_boxes, image_to_numpy
 from egmt_ros.metrics.fusion import compute_all
 from rosbag_tools import evaluate as evaluate_mod
 from rosbag_tools import export as export_mod
@@ -22,8 +23,8 @@ from rosbag_tools import make_bag as make_bag_mod
 from rosbag_tools.bagio import BagCorruptError, BagReader, BagWriter
 from rosbag_tools.make_bag import counts_to_grey, make_bag
 from rosbag_tools.types import (
-    CAMERA_INFO, COMPRESSED_IMAGE, DETECTION2D_ARRAY, IMAGE, deserialize, detections_to_boxes, image_to_array,
-    make_detections, make_image, stamp_ns, typestore,
+    CAMERA_INFO, COMPRESSED_IMAGE, DETECTION2D_ARRAY, IMAGE, deserialize, make_detections, make_image, stamp_ns,
+    typestore,
 )
 
 START = 1_700_000_000.0
@@ -191,7 +192,7 @@ def test_bags_layout_types_and_simulated_cameras(small_pairs, tmp_path: Path) ->
                 assert 30 < fx == fy < 100 and abs(cx - 31.5) < 1e-9 and abs(cy - 23.5) < 1e-9
                 continue
             assert msg.encoding == ("mono8" if topic.startswith("/thermal") else "bgr8")
-            k = frame_of[image_to_array(msg).tobytes()]
+            k = frame_of[image_to_numpy(msg).tobytes()]
             seen[topic].add(k)
             img_stamps[topic].add(t)
             resid[topic].append((t - (START_NS + round(k * 1e9 / 20.0))) / 1e6)
@@ -239,7 +240,7 @@ def _check_kept(outdir: Path, kept: list[tuple[str, int, bytes]]) -> None:
     assert len(rows) == len(kept)
     for row, (topic, t, raw) in zip(rows, kept):
         assert row["topic"] == topic and int(row["bag_time_ns"]) == t
-        src = image_to_array(deserialize(raw, IMAGE))
+        src = image_to_numpy(deserialize(raw, IMAGE))
         assert np.array_equal(cv2.imread(str(outdir / row["file"]), cv2.IMREAD_UNCHANGED), src)
 
 
@@ -316,7 +317,7 @@ def test_evaluate_synthetic_run(small_pairs, tmp_path: Path) -> None:
     thermal, rgb = {}, {}
     with Reader(inp) as r:
         for c, t, raw in r.messages():
-            img = image_to_array(deserialize(raw, IMAGE))
+            img = image_to_numpy(deserialize(raw, IMAGE))
             (thermal if c.topic == "/thermal/image_raw" else rgb)[t] = img
     t_stamps, r_stamps = sorted(thermal), sorted(rgb)
     out_bag = tmp_path / "out"

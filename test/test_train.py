@@ -103,7 +103,7 @@ def test_video_frames_are_sampled_and_cached(tmp_path: Path, data_root: Path) ->
     assert [s.name for s in got] == ["0111_1716/f000000", "0111_1716/f000050", "0111_1716/f000100",
                                      "0111_1716/f000150"]  # 151 frames
     assert all(s.scene == "0111_1716" for s in got)
-    from egmt_ros.data.images import load_image
+    from egmt_ros.core.images import load_image
 
     ir, vi = load_image(got[1].ir), load_image(got[1].vi)
     assert ir.shape == (480, 640) and vi.shape == (480, 640, 3)

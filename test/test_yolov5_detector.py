@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from egmt_ros.data.images import load_pair
+from egmt_ros.core.images import load_pair
 from egmt_ros.detection.dataset import read_yolo
 from egmt_ros.detection.evaluate import box_iou, labels_to_pixels
 from egmt_ros.detection.inputs import DetectorInput
@@ -89,7 +89,7 @@ def test_detection_node_runs_the_yolov5_backend(spawn, ros_node, fused: np.ndarr
     from vision_msgs.msg import Detection2DArray
 
     from egmt_ros.nodes.common import qos_by_name
-    from egmt_ros.nodes.image_conv import numpy_to_image
+    from egmt_ros.nodes.common import numpy_to_image
     from graph_client import GraphClient
 
     spawn([sys.executable, "-m", "egmt_ros.nodes.detection_node", "--ros-args", "-p", "qos:=reliable",

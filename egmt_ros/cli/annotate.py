@@ -26,9 +26,9 @@ from egmt_ros.entities.loading import ensure_offline
 
 ensure_offline()
 
-from egmt_ros.data.images import list_pairs, load_pair  # noqa: E402
+from egmt_ros.core.classes import DEFAULT_CLASSES, multi_hot, parse_class_list  # noqa: E402
+from egmt_ros.core.images import list_pairs, load_pair  # noqa: E402
 from egmt_ros.detection.detector import UntrustedWeightsError, add_trust_argument  # noqa: E402
-from egmt_ros.entities.classes import DEFAULT_CLASSES, multi_hot, parse_class_list  # noqa: E402
 from egmt_ros.entities.encoders import MINILM_ID  # noqa: E402
 from egmt_ros.entities.sources import MODALITIES, SOURCES, EntitySet  # noqa: E402
 from egmt_ros.entities.timing import StageTimes  # noqa: E402
@@ -127,8 +127,8 @@ def fused_maker(args: argparse.Namespace) -> Callable[[np.ndarray, np.ndarray], 
     """``(ir, vi) -> fused`` with ``--fusion`` when the detector is to see the fused image, else None."""
     if args.source != "detector" or "fused" not in _modalities(args):
         return None
+    from egmt_ros.fusion.engine import fuse_images
     from egmt_ros.fusion.methods import get_method
-    from egmt_ros.fusion.pipeline import fuse_images
 
     method = get_method(args.fusion)
     return lambda ir, vi: fuse_images(method, ir, vi)

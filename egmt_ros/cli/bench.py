@@ -42,8 +42,8 @@ from tqdm import tqdm
 
 from egmt_ros import report
 from egmt_ros.cli.common import output_folder
-from egmt_ros.data.images import IMAGE_EXTS, check_pair, list_pairs, load_image, load_pair, to_uint8
-from egmt_ros.fusion.color import split_luma
+from egmt_ros.core.color import split_luma
+from egmt_ros.core.images import IMAGE_EXTS, check_pair, list_pairs, load_image, load_pair, to_uint8
 from egmt_ros.fusion.methods import FusionMethod, available, get_method
 
 SHEET_MAX_BYTES = 1_500_000

@@ -27,8 +27,8 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from egmt_ros.data.images import list_pairs, load_pair, to_uint8
-from egmt_ros.fusion.color import split_luma
+from egmt_ros.core.color import split_luma
+from egmt_ros.core.images import list_pairs, load_pair, to_uint8
 from egmt_ros.fusion.methods import get_method
 from egmt_ros.fusion.terf import STEP, effect
 from egmt_ros.metrics.basic import average_gradient, entropy, spatial_frequency, std_dev

@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from egmt_ros.data.images import list_pairs, load_pair, to_gray
+from egmt_ros.core.images import list_pairs, load_pair, to_gray
 from egmt_ros.metrics import METRICS, _native, compute_all, fmi, phase
 from egmt_ros.metrics._cache import WORKERS
 from egmt_ros.paths import data_root, shown_path

@@ -8,10 +8,10 @@ Methods: any registered fusion method (``egmt_rt`` = models/egmt_rt.pt, ``egmt``
 (timing does not depend on the weights' values). Each EGMT method runs once per ``--backend``; the others once.
 
 Frames: real image pairs of ``--data`` (default: RoadScene under the data root, visible in colour), resized to
-``--size`` WxH and given to :class:`egmt_ros.fusion.pipeline.FusionPipeline` as raw camera frames (mono8 thermal,
+``--size`` WxH and given to :class:`egmt_ros.fusion.engine.FusionEngine` as raw camera frames (mono8 thermal,
 bgr8 visible), cycling through the first 8 pairs. Modes (``--modes``):
 
-- ``fusion``: ``FusionPipeline.process`` (stages preprocess = AGC + registration + colour conversion, fuse,
+- ``fusion``: ``FusionEngine.process`` (stages preprocess = AGC + registration + colour conversion, fuse,
   postprocess = 8-bit BGR output);
 - ``fusion+detection``: the same, then the default detector (:class:`egmt_ros.detection.detector.Detector`, the
   OpenVINO YOLO11n of the data root) on the fused image (stage detect).
@@ -202,7 +202,7 @@ def load_frames(folder: Path, size: tuple[int, int], n: int) -> list[tuple[np.nd
     """Raw camera-like frames: (mono8 thermal, bgr8 visible) resized to ``size`` (W, H)."""
     import cv2
 
-    from egmt_ros.data.images import list_pairs, load_pair, to_uint8
+    from egmt_ros.core.images import list_pairs, load_pair, to_uint8
 
     frames = []
     for _, ir_p, vi_p in list_pairs(folder)[: max(1, n)]:
@@ -269,7 +269,7 @@ def make_method(name: str, backend: str | None, args: argparse.Namespace, thread
 def parity_vs_eager(fuser, frames, n: int) -> float:
     """Max |fuser - torch eager float32 CPU| of the fused luma on the first ``n`` frames (same checkpoint, same
     entity features; inputs: the raw frames as [0, 1] IR grey and visible luma)."""
-    from egmt_ros.data.images import from_uint8, to_gray
+    from egmt_ros.core.images import from_uint8, to_gray
     from egmt_ros.model.method import EGMTFuser
 
     ref = EGMTFuser.from_checkpoint(fuser.checkpoint)
@@ -298,9 +298,9 @@ def run_rows(items: list[tuple[Row, Any, set[str]]], frames, detector, seconds: 
     import cv2
     import torch
 
-    from egmt_ros.fusion.pipeline import FusionPipeline
+    from egmt_ros.fusion.engine import FusionEngine
 
-    pipes = [FusionPipeline(method) for _, method, _ in items]
+    pipes = [FusionEngine(method) for _, method, _ in items]
 
     def one(k: int, i: int) -> dict[str, float]:
         thermal, rgb = frames[i % len(frames)]

@@ -26,7 +26,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from egmt_ros.data.images import from_uint8, to_gray
+from egmt_ros.core.images import from_uint8, to_gray
 from egmt_ros.detection.detector import Detector, add_trust_argument, annotate
 from egmt_ros.detection.inputs import DetectorInput
 

@@ -127,7 +127,8 @@ def visible_only_counter(input_bag: Path, limit: int = 60):
     def count(fused_frames) -> dict:
         from egmt_ros.detection.detector import Detector
         from rosbag_tools.bagio import BagReader
-        from rosbag_tools.types import deserialize, image_to_array, stamp_ns
+        from egmt_ros.core.codec import image_to_numpy
+        from rosbag_tools.types import deserialize, stamp_ns
 
         with_boxes = [f for f in fused_frames if f.boxes is not None]
         picked = with_boxes[:: max(1, len(with_boxes) // limit)][:limit]
@@ -139,7 +140,7 @@ def visible_only_counter(input_bag: Path, limit: int = 60):
             f = want.get(stamp_ns(msg.header))
             if f is None:
                 continue
-            img = image_to_array(msg)
+            img = image_to_numpy(msg)
             rgb = np.ascontiguousarray(img[:, :, ::-1]) if img.ndim == 3 and msg.encoding == "bgr8" else img
             vis += sum(1 for d in det.detect(rgb) if d.class_name == "person")
             fused += sum(1 for b in f.boxes if b[0] == "person")

@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from egmt_ros.cli.common import output_folder
-from egmt_ros.data.images import IMAGE_EXTS, check_pair, load_pair, save_image
+from egmt_ros.core.images import IMAGE_EXTS, check_pair, load_pair, save_image
 from egmt_ros.paths import models_dir
 
 

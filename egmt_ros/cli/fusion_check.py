@@ -23,8 +23,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from egmt_ros.data.images import list_pairs, load_pair, to_uint8
-from egmt_ros.fusion.color import merge_luma, split_luma
+from egmt_ros.core.images import list_pairs, load_pair, to_uint8
+from egmt_ros.core.color import merge_luma, split_luma
 from egmt_ros.fusion.methods import FusionMethod, get_method
 
 

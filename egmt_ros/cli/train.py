@@ -49,8 +49,8 @@ from torch.utils.data import DataLoader
 
 from egmt_ros.data.datasets import (VIDEO_EVERY, PairFolderDataset, PairSample, TextFeatureCache, collate_pairs,
                                     collect_samples, entity_texts, load_annotations, split_samples)
-from egmt_ros.data.images import load_pair, to_uint8
-from egmt_ros.fusion.color import split_luma
+from egmt_ros.core.color import split_luma
+from egmt_ros.core.images import load_pair, to_uint8
 from egmt_ros.model.config import EGMTConfig, paper_config, rt_config
 
 LOG = logging.getLogger("egmt_ros.train")

@@ -9,7 +9,7 @@ record in the annotation format of :mod:`egmt_ros.data.datasets`:
 - ``labels``: multi-hot over :data:`CLASSES`, 1 where that class was detected in either image;
 - ``captions``: ``{"ir": None, "vi": None}`` (no caption model involved);
 - ``boxes``: every detection of a :data:`CLASSES` class, ``{"class", "score", "image": "vi"|"ir", "xyxy"}`` in
-  pixels of the pair as :func:`egmt_ros.data.images.load_pair` returns it, and ``size`` ``[H, W]`` of that pair.
+  pixels of the pair as :func:`egmt_ros.core.images.load_pair` returns it, and ``size`` ``[H, W]`` of that pair.
   Training turns the boxes into entity-region weights (:func:`egmt_ros.data.datasets.entity_region_maps`).
 
 :data:`CLASSES` is the class list of the multi-label head: the COCO classes that occur in road / surveillance IR-VI
@@ -33,13 +33,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from egmt_ros.core.classes import DEFAULT_CLASSES
+from egmt_ros.core.images import load_pair, to_uint8
 from egmt_ros.data.datasets import VIDEO_EVERY, PairSample, folder_samples
-from egmt_ros.data.images import load_pair, to_uint8
-from egmt_ros.entities.classes import DEFAULT_CLASSES
 from egmt_ros.paths import data_root
 
 #: Multi-label head classes (COCO names) for road / surveillance IR-visible scenes: the project's default list
-#: (``egmt_ros.entities.classes.DEFAULT_CLASSES``: person, car, bus, truck, bicycle, motorcycle, traffic light,
+#: (``egmt_ros.core.classes.DEFAULT_CLASSES``: person, car, bus, truck, bicycle, motorcycle, traffic light,
 #: stop sign, bench, dog, boat, umbrella).
 CLASSES: list[str] = list(DEFAULT_CLASSES)
 #: Detector confidence threshold.

@@ -53,8 +53,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from egmt_ros.data.images import IMAGE_EXTS, list_pairs, load_pair
-from egmt_ros.fusion.color import split_luma
+from egmt_ros.core.color import split_luma
+from egmt_ros.core.images import IMAGE_EXTS, list_pairs, load_pair
 
 LOG = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import cv2
 
-from egmt_ros.data.images import IMAGE_EXTS
+from egmt_ros.core.images import IMAGE_EXTS
 from egmt_ros.detection.classmap import M3FD_CLASSES
 from egmt_ros.detection.inputs import DetectorInput, FusedCache
 

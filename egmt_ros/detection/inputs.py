@@ -2,7 +2,7 @@
 
 ``ir`` is the infrared image alone (grey), ``vi`` the visible image alone; any other name is a fusion method from
 ``egmt_ros.fusion.methods``: it fuses IR with the visible luma and the result takes the visible chroma
-(``egmt_ros.fusion.color``), so a colour visible image gives a colour fused image.
+(``egmt_ros.core.color``), so a colour visible image gives a colour fused image.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from egmt_ros.data.images import load_image, load_pair, save_image
-from egmt_ros.fusion.color import merge_luma, split_luma
+from egmt_ros.core.color import merge_luma, split_luma
+from egmt_ros.core.images import load_image, load_pair, save_image
 from egmt_ros.fusion.methods import get_method
 
 #: Single-modality input names (not fusion methods).

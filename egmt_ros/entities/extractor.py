@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from egmt_ros.core.classes import singular
 from egmt_ros.entities.loading import ensure_offline, resolve_model, torch_dtype
 
 ensure_offline()
@@ -51,36 +52,6 @@ NON_ENTITIES: frozenset[str] = frozenset("""
 photo photograph image picture view scene shot frame screenshot thermal infrared camera closeup close-up
 something thing night day daytime nighttime background foreground top side front middle left right
 """.split())
-
-IRREGULAR_PLURALS: dict[str, str] = {
-    "people": "person", "persons": "person", "men": "man", "women": "woman", "children": "child",
-    "feet": "foot", "teeth": "tooth", "mice": "mouse", "geese": "goose", "oxen": "ox", "buses": "bus",
-    "leaves": "leaf", "wolves": "wolf", "knives": "knife", "shelves": "shelf", "calves": "calf",
-    "halves": "half", "lives": "life", "wives": "wife", "policemen": "policeman", "firemen": "fireman",
-    "fishermen": "fisherman", "workmen": "workman", "horsemen": "horseman",
-}
-#: Words ending in s that are singular (or have no singular).
-INVARIANT: frozenset[str] = frozenset("""
-bus glass grass gas class boss dress cross moss news series species sheep deer fish aircraft
-pants jeans shorts trousers scissors glasses sunglasses clothes binoculars headphones lens canvas chassis
-atlas campus cactus bonus virus status walrus octopus tennis axis bus gps physics mathematics
-""".split())
-
-
-def singular(word: str) -> str:
-    """Singular of an English noun by a small rule set (people->person, men->man, -ies->-y, -es/-s; exceptions)."""
-    w = word.lower()
-    if w in IRREGULAR_PLURALS:
-        return IRREGULAR_PLURALS[w]
-    if w in INVARIANT or len(w) <= 3:
-        return w
-    if w.endswith("ies") and len(w) > 4:
-        return w[:-3] + "y"
-    if w.endswith(("sses", "ches", "shes", "xes", "zzes")):
-        return w[:-2]
-    if w.endswith("s") and not w.endswith(("ss", "us", "is")):
-        return w[:-1]
-    return w
 
 
 def _words(text: str) -> list[str]:

@@ -19,7 +19,7 @@ from collections import deque
 
 import numpy as np
 
-from egmt_ros.data.images import from_uint8
+from egmt_ros.core.images import from_uint8
 
 
 class ThermalAGC:

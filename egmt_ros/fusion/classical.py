@@ -23,7 +23,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from egmt_ros.fusion.methods import FunctionMethod, register
+from egmt_ros.core.methods import FunctionMethod
 
 #: Default number of Laplacian-pyramid detail levels of ``lp``.
 LP_LEVELS = 4
@@ -167,20 +167,25 @@ def fuse_gff(ir: np.ndarray, vi: np.ndarray, r1: int = GFF_R1, eps1: float = GFF
     return base + detail
 
 
-# --------------------------------------------------------------------------- registration
+# --------------------------------------------------------------------------- the methods (registered in fusion.methods)
 
-def _factory(name: str, func: Callable[..., np.ndarray], description: str,
-             defaults: dict) -> Callable[..., FunctionMethod]:
+#: name -> (fusion function, description, its parameters and their defaults)
+METHODS: dict[str, tuple[Callable[..., np.ndarray], str, dict]] = {
+    "average": (fuse_average, "pixel mean", {}),
+    "max": (fuse_max, "pixel maximum", {}),
+    "lp": (fuse_lp, "Laplacian pyramid: max-abs details, mean base", {"levels": LP_LEVELS}),
+    "gff": (fuse_gff, "guided filtering fusion (Li, Kang, Hu, TIP 2013)",
+            {"r1": GFF_R1, "eps1": GFF_EPS1, "r2": GFF_R2, "eps2": GFF_EPS2}),
+}
+
+
+def factory(name: str) -> Callable[..., FunctionMethod]:
+    """A factory of the classical method ``name`` taking its parameters as keyword arguments."""
+    func, description, defaults = METHODS[name]
+
     def make(**kwargs) -> FunctionMethod:
         unknown = set(kwargs) - set(defaults)
         if unknown:
             raise TypeError(f"{name}: unknown parameter(s) {sorted(unknown)}; known: {sorted(defaults)}")
         return FunctionMethod(name, func, description, {**defaults, **kwargs})
     return make
-
-
-register("average", _factory("average", fuse_average, "pixel mean", {}))
-register("max", _factory("max", fuse_max, "pixel maximum", {}))
-register("lp", _factory("lp", fuse_lp, "Laplacian pyramid: max-abs details, mean base", {"levels": LP_LEVELS}))
-register("gff", _factory("gff", fuse_gff, "guided filtering fusion (Li, Kang, Hu, TIP 2013)",
-                         {"r1": GFF_R1, "eps1": GFF_EPS1, "r2": GFF_R2, "eps2": GFF_EPS2}))

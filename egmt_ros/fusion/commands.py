@@ -8,7 +8,7 @@ Grammar (case-insensitive, punctuation ignored)::
     intensity := "slightly" | "a bit" (1 step, the default) | "much" | "a lot" | "strongly" | "very" (2 steps)
 
 Targets resolve in this order: exact class/entity word, its singular, a group word (vehicles), the class
-synonyms of ``egmt_ros.entities.classes``, then the text
+synonyms of ``egmt_ros.core.classes``, then the text
 encoder's cosine similarity to the known words (>= ``min_similarity``) when an encoder is given.
 Scene "stuff" words (road, sky, street, ...) have no detector boxes: they map to the background region and
 the answer says so. A command whose task or target cannot be resolved is answered and nothing is applied.
@@ -22,8 +22,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from egmt_ros.entities.classes import class_of
-from egmt_ros.entities.extractor import singular
+from egmt_ros.core.classes import class_of
+from egmt_ros.core.classes import singular
 from egmt_ros.fusion.terf import Region
 
 #: Phrases per task, longest first when matching.
@@ -45,7 +45,7 @@ WHOLE = ("everything", "everywhere", "whole image", "whole frame", "entire image
 BACKGROUND = ("background", "backdrop", "surroundings", "rest")
 STUFF = ("road", "street", "sky", "ground", "grass", "tree", "trees", "building", "buildings", "wall", "field",
          "forest", "water", "smoke", "fog", "sidewalk", "pavement")
-#: Words that name a group of classes (single-class synonyms come from ``egmt_ros.entities.classes``).
+#: Words that name a group of classes (single-class synonyms come from ``egmt_ros.core.classes``).
 GROUPS = {
     "vehicle": "car|truck|bus|motorcycle", "traffic": "car|truck|bus|motorcycle",
     "cyclist": "person|bicycle", "rider": "person|motorcycle|bicycle", "animal": "dog|cat|horse|cow|sheep",

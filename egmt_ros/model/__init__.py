@@ -5,6 +5,7 @@
 - ``losses``: :class:`EGMTLoss` (Eq. 9-15), ``class_weights_from_labels``
 - ``checkpoint``: ``save_checkpoint`` / ``load_checkpoint`` (weights + model card, ``NAME.card.json``)
 - ``text``: text encoders for entity labels (``MiniLMEncoder``), cached by (encoder id, label)
-- ``method``: the ``egmt_rt`` / ``egmt`` FusionMethods (:class:`EGMTFuser`)
-- ``export``: ONNX export of the fusion path and an ONNX Runtime runner
+- ``method``: EGMT as a FusionMethod (:class:`EGMTFuser`; registered as ``egmt_rt`` / ``egmt`` in ``fusion.methods``)
+- ``backends``: inference backends (one file each, a registry by name)
+- ``export``: THE ONNX export of the fusion path and an ONNX Runtime runner
 """

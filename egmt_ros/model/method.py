@@ -1,4 +1,6 @@
-"""EGMT as a :class:`egmt_ros.fusion.methods.FusionMethod`, and the registered methods ``egmt_rt`` and ``egmt``.
+"""EGMT as a :class:`egmt_ros.core.methods.FusionMethod` (and :class:`~egmt_ros.core.methods.EntityGuided`).
+
+:func:`load_egmt` is what the registered methods ``egmt_rt`` and ``egmt`` build (:mod:`egmt_ros.fusion.methods`):
 
 - ``get_method("egmt_rt")`` loads the shipped ``models/egmt_rt.pt`` (``egmt_ros.paths.models_dir()``); a missing
   file raises FileNotFoundError naming the path.
@@ -20,8 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from egmt_ros.fusion.color import merge_luma, split_luma
-from egmt_ros.fusion.methods import register
+from egmt_ros.core.color import merge_luma, split_luma
 from egmt_ros.model.backends import FuseBackend, canonical_backend, make_backend
 from egmt_ros.model.checkpoint import load_checkpoint
 from egmt_ros.model.network import EGMT
@@ -84,6 +85,11 @@ class EGMTFuser:
         return fuser
 
     # --- entities ---
+    @property
+    def uses_text(self) -> bool:
+        """Whether the model has the text branch (else entities are ignored)."""
+        return bool(self.model.config.uses_text)
+
     @property
     def text_encoder(self) -> TextEncoder:
         """The model's text encoder (built from the config's encoder id on first use)."""
@@ -149,17 +155,6 @@ class EGMTFuser:
         return self._flops[key]
 
 
-def _egmt_rt(**kwargs: Any) -> EGMTFuser:
-    """The shipped real-time model ``models/egmt_rt.pt``."""
-    return EGMTFuser.from_checkpoint(models_dir() / RT_CHECKPOINT, name="egmt_rt", **kwargs)
-
-
-def _egmt(model: str | Path | None = None, **kwargs: Any) -> EGMTFuser:
-    """Any EGMT checkpoint: ``get_method("egmt", model=PATH)``."""
-    if model is None:
-        raise ValueError("get_method('egmt') needs model=PATH to a checkpoint (or use 'egmt_rt')")
-    return EGMTFuser.from_checkpoint(model, name="egmt", **kwargs)
-
-
-register("egmt_rt", _egmt_rt)
-register("egmt", _egmt)
+def load_egmt(name: str = "egmt", model: str | Path | None = None, **kwargs: Any) -> EGMTFuser:
+    """The checkpoint ``model`` (default: the shipped ``models/egmt_rt.pt``) as a method called ``name``."""
+    return EGMTFuser.from_checkpoint(models_dir() / RT_CHECKPOINT if model is None else model, name=name, **kwargs)

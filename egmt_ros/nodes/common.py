@@ -1,4 +1,4 @@
-"""Small ROS helpers shared by the egmt_ros nodes: QoS by name, stamps, parameters, diagnostics."""
+"""Small ROS helpers shared by the egmt_ros nodes: QoS by name, stamps, parameters, diagnostics, Image messages."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import rclpy
 
 from builtin_interfaces.msg import Time
@@ -22,6 +23,10 @@ from rclpy.parameter import Parameter
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from egmt_ros.core.codec import ImageConversionError, image_fields, image_to_numpy
 
 #: Diagnostic levels (bytes in rclpy; they compare in severity order).
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
@@ -31,13 +36,29 @@ LATCHED_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=R
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-def qos_by_name(name: str, depth: int = 5) -> QoSProfile:
-    """``sensor_data`` (best effort, the camera-driver default) or ``reliable``; ValueError otherwise."""
+def qos_by_name(name: str, depth: int = 5, publishers: Sequence[Any] = ()) -> QoSProfile:
+    """``sensor_data`` (best effort, the camera-driver default), ``reliable``, or ``auto``: follow the publishers
+    (``Node.get_publishers_info_by_topic``) as image_pipeline does: reliable when there are publishers and every one
+    is reliable, else best effort (which matches any publisher). ValueError for another name."""
+    if name == "auto":
+        reliable = bool(publishers) and all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+                                            for p in publishers)
+        name = "reliable" if reliable else "sensor_data"
     if name == "sensor_data":
         return qos_profile_sensor_data
     if name == "reliable":
         return QoSProfile(depth=depth, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
-    raise ValueError(f"unknown QoS profile {name!r}: use 'sensor_data' or 'reliable'")
+    raise ValueError(f"unknown QoS profile {name!r}: use 'auto', 'sensor_data' or 'reliable'")
+
+
+def numpy_to_image(arr: np.ndarray, encoding: str, header: Header | None = None,
+                   step: int | None = None) -> Image:
+    """A sensor_msgs/Image holding ``arr`` (fields from :func:`egmt_ros.core.codec.image_fields`: one memory copy,
+    native byte order, rows zero-padded to ``step``); ``header`` is used as given (not copied)."""
+    msg = Image(**image_fields(arr, encoding, step))
+    if header is not None:
+        msg.header = header
+    return msg
 
 
 def stamp_to_ns(stamp: Time) -> int:
@@ -282,8 +303,6 @@ class EgmtNode(Node):
     def image_or_none(self, msg: Any, allowed: tuple[str, ...], topic: str) -> Any:
         """The numpy image of ``msg`` if its encoding is one of ``allowed`` and it converts; else None, with the
         problem noted (``rejected``: WARN on /diagnostics, a throttled log line)."""
-        from egmt_ros.nodes.image_conv import ImageConversionError, image_to_numpy
-
         if msg.encoding not in allowed:
             problem = f"unsupported encoding {msg.encoding[:32]!r} on {topic}; expected one of {', '.join(allowed)}"
         else:

@@ -17,9 +17,10 @@ import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import Image
 
+from egmt_ros.core.codec import ImageConversionError, image_to_numpy
 from egmt_ros.fusion.stats import LatencyWindow, RateMeter
-from egmt_ros.nodes.common import ERROR, OK, WARN, EgmtNode, LatestSlot, param, qos_by_name, run_node
-from egmt_ros.nodes.image_conv import ImageConversionError, image_to_numpy, numpy_to_image
+from egmt_ros.nodes.common import (ERROR, OK, WARN, EgmtNode, LatestSlot, numpy_to_image, param, qos_by_name,
+                                   run_node)
 
 DEFAULTS: dict[str, Any] = {
     "qos": "sensor_data",

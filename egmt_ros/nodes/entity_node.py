@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from sensor_msgs.msg import Image
 
+from egmt_ros.core.codec import detections_to_boxes
 from egmt_ros.entities.detections import DetectionsEntitySource
 from egmt_ros.entities.keyframes import KeyframePolicy
 from egmt_ros.entities.sources import EntitySet, VocabularyEntitySource
@@ -115,8 +116,7 @@ class EntityNode(EgmtNode):
 
     def _on_detections(self, msg) -> None:
         if isinstance(self.source, DetectionsEntitySource):
-            dets = [(d.results[0].hypothesis.class_id, d.results[0].hypothesis.score) for d in msg.detections
-                    if d.results]
+            dets = [(c, score) for c, score, *_ in detections_to_boxes(msg) if c]
             self.source.add(stamp_to_sec(msg.header.stamp), dets)
 
     def _on_fused(self, msg: Image) -> None:

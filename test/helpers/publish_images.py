@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
 
-    from egmt_ros.nodes.image_conv import numpy_to_image
+    from egmt_ros.nodes.common import numpy_to_image
 
     bgr, mono16 = make_images(args.seed, args.width, args.height)
     print(f"bgr8 sha256 {hashlib.sha256(bgr.tobytes()).hexdigest()} "

@@ -1,8 +1,13 @@
-"""sensor_msgs/Image <-> numpy, in one place (no cv_bridge).
+"""The ROS-free image and detection codec: sensor_msgs/Image fields <-> numpy, vision_msgs/Detection2DArray -> boxes.
+
+One codec for the nodes (rclpy messages) and rosbag_tools (rosbags dataclasses): both message kinds have the same
+field names, so the decoders read any object with those fields, and :func:`image_fields` gives the fields that the
+callers put into their own message class (``egmt_ros.nodes.common.numpy_to_image``, ``rosbag_tools.types.make_image``).
+No cv_bridge, no rclpy here.
 
 ``image_to_numpy`` returns a view of the message buffer whenever the layout allows it (native byte order; row
 padding is expressed with strides, so padded rows are a non-contiguous view), and a native-order copy when the
-message is in the other byte order. ``numpy_to_image`` fills ``msg.data`` with a single memory copy.
+message is in the other byte order. ``image_fields`` makes ``data`` with a single memory copy.
 
 Arrays are ``H x W`` for one channel and ``H x W x C`` otherwise, in the message's channel order (bgr8 stays BGR).
 Supported encodings: the ROS names (mono8, mono16, bgr8, rgb8, bgra8, rgba8, bgr16, rgb16, bgra16, rgba16) and the
@@ -16,12 +21,12 @@ import re
 import sys
 
 import numpy as np
-from sensor_msgs.msg import Image
-from std_msgs.msg import Header
+from typing import Any, Iterable
 
-__all__ = ["ImageConversionError", "encoding_info", "image_to_numpy", "numpy_to_image", "SUPPORTED_ENCODINGS"]
+__all__ = ["ImageConversionError", "encoding_info", "image_to_numpy", "image_fields", "detections_to_boxes",
+           "SUPPORTED_ENCODINGS"]
 
-#: True on a big-endian host: the value ``numpy_to_image`` writes into ``is_bigendian``.
+#: True on a big-endian host: the value ``image_fields`` writes into ``is_bigendian``.
 NATIVE_BIGENDIAN: bool = sys.byteorder == "big"
 
 _NAMED: dict[str, tuple[np.dtype, int]] = {
@@ -71,8 +76,8 @@ def _shape(height: int, width: int, channels: int) -> tuple[int, ...]:
     return (height, width) if channels == 1 else (height, width, channels)
 
 
-def image_to_numpy(msg: Image, copy: bool = False) -> np.ndarray:
-    """The pixels of ``msg`` as an ``H x W`` or ``H x W x C`` array of the encoding's dtype, in native byte order.
+def image_to_numpy(msg: Any, copy: bool = False) -> np.ndarray:
+    """The pixels of ``msg`` (any object with Image's fields) as an ``H x W`` or ``H x W x C`` array of the encoding's dtype, in native byte order.
 
     Without ``copy`` the result is a view of ``msg.data`` when the message is in native byte order (writing into it
     writes into the message; a ``bytes`` buffer gives a read-only view); rows padded beyond ``width * pixel size``
@@ -114,13 +119,13 @@ def image_to_numpy(msg: Image, copy: bool = False) -> np.ndarray:
     return arr.copy() if copy else arr
 
 
-def numpy_to_image(arr: np.ndarray, encoding: str, header: Header | None = None,
-                   step: int | None = None) -> Image:
-    """A sensor_msgs/Image holding ``arr`` (``H x W`` or ``H x W x C`` of the encoding's dtype) in native byte order.
+def image_fields(arr: np.ndarray, encoding: str, step: int | None = None) -> dict[str, Any]:
+    """The fields of a sensor_msgs/Image holding ``arr`` (``H x W`` or ``H x W x C`` of the encoding's dtype) in
+    native byte order: ``height``, ``width``, ``encoding``, ``is_bigendian``, ``step``, ``data``.
 
-    ``step`` (bytes per row) may exceed ``width * pixel size``: rows are then zero-padded. ``header`` is used as
-    given (not copied). The dtype must match the encoding's exactly (no silent casts); any byte order is accepted.
-    One memory copy of the pixels into ``msg.data`` (an ``array.array('B')``), two when padding.
+    ``step`` (bytes per row) may exceed ``width * pixel size``: rows are then zero-padded. The dtype must match the
+    encoding's exactly (no silent casts); any byte order is accepted. One memory copy of the pixels into ``data``
+    (an ``array.array('B')``, what rclpy messages hold without another copy), two when padding.
     """
     dtype, channels = encoding_info(encoding)
     a = np.asarray(arr)
@@ -151,13 +156,23 @@ def numpy_to_image(arr: np.ndarray, encoding: str, header: Header | None = None,
         a = np.ascontiguousarray(a)
     data = array.array("B")
     data.frombytes(memoryview(a).cast("B"))
-    msg = Image()
-    if header is not None:
-        msg.header = header
-    msg.height = height
-    msg.width = width
-    msg.encoding = encoding
-    msg.is_bigendian = NATIVE_BIGENDIAN
-    msg.step = step
-    msg.data = data
-    return msg
+    return {"height": height, "width": width, "encoding": encoding, "is_bigendian": NATIVE_BIGENDIAN,
+            "step": step, "data": data}
+
+
+def detections_to_boxes(msg: Any) -> list[tuple[str, float, float, float, float, float]]:
+    """``(class_id, score, cx, cy, w, h)`` of each detection of a vision_msgs/Detection2DArray (any object with its
+    fields), from its best hypothesis; class ``''`` and score 0 when a detection has none."""
+    out = []
+    for d in msg.detections:
+        best = max(d.results, key=lambda r: r.hypothesis.score, default=None)
+        cls, score = (best.hypothesis.class_id, float(best.hypothesis.score)) if best is not None else ("", 0.0)
+        c = d.bbox.center.position
+        out.append((cls, score, float(c.x), float(c.y), float(d.bbox.size_x), float(d.bbox.size_y)))
+    return out
+
+
+def xyxy_boxes(boxes: Iterable[tuple[str, float, float, float, float, float]]
+               ) -> list[tuple[str, tuple[float, float, float, float]]]:
+    """``(class_id, (x1, y1, x2, y2))`` of the named boxes among ``(class_id, score, cx, cy, w, h)``."""
+    return [(c, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)) for c, _, cx, cy, w, h in boxes if c]

@@ -1,4 +1,5 @@
-"""The class list of the multi-label head and how entities map onto it (pseudo-labels).
+"""Class names and words: the class list of the multi-label head, how entities map onto it (pseudo-labels),
+and the singular of an English noun (entity normalisation and text commands share it).
 
 ``DEFAULT_CLASSES`` are road-scene classes a COCO detector finds (the names are the detector's own class names, so
 detector entities map onto them 1:1). The EGMT paper uses nine pseudo-label categories on MSRS without naming them;
@@ -58,3 +59,34 @@ def parse_class_list(text: str | None) -> list[str]:
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate class names in {text!r}")
     return names
+
+
+IRREGULAR_PLURALS: dict[str, str] = {
+    "people": "person", "persons": "person", "men": "man", "women": "woman", "children": "child",
+    "feet": "foot", "teeth": "tooth", "mice": "mouse", "geese": "goose", "oxen": "ox", "buses": "bus",
+    "leaves": "leaf", "wolves": "wolf", "knives": "knife", "shelves": "shelf", "calves": "calf",
+    "halves": "half", "lives": "life", "wives": "wife", "policemen": "policeman", "firemen": "fireman",
+    "fishermen": "fisherman", "workmen": "workman", "horsemen": "horseman",
+}
+#: Words ending in s that are singular (or have no singular).
+INVARIANT: frozenset[str] = frozenset("""
+bus glass grass gas class boss dress cross moss news series species sheep deer fish aircraft
+pants jeans shorts trousers scissors glasses sunglasses clothes binoculars headphones lens canvas chassis
+atlas campus cactus bonus virus status walrus octopus tennis axis bus gps physics mathematics
+""".split())
+
+
+def singular(word: str) -> str:
+    """Singular of an English noun by a small rule set (people->person, men->man, -ies->-y, -es/-s; exceptions)."""
+    w = word.lower()
+    if w in IRREGULAR_PLURALS:
+        return IRREGULAR_PLURALS[w]
+    if w in INVARIANT or len(w) <= 3:
+        return w
+    if w.endswith("ies") and len(w) > 4:
+        return w[:-3] + "y"
+    if w.endswith(("sses", "ches", "shes", "xes", "zzes")):
+        return w[:-2]
+    if w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        return w[:-1]
+    return w
