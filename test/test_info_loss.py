@@ -137,3 +137,36 @@ def test_paper_objective_prefers_the_average_the_info_objective_does_not(data_ro
         q = {k: float(info.fusion_loss(f, a, v)[0]) for k, f in (("avg", avg), ("max", mx), ("t", target))}
         assert p["avg"] < p["max"] and p["avg"] < p["t"], (stem, p)
         assert q["t"] < q["avg"] and q["t"] < q["max"], (stem, q)
+
+
+def test_detection_term_trains_the_fusion_network_never_the_detector(data_root: Path) -> None:
+    from egmt_ros.model.detection_loss import DetectionConsistencyLoss, load_frozen_yolov5
+    from egmt_ros.model.network import EGMT
+
+    with pytest.raises(ValueError, match="pickle"):
+        load_frozen_yolov5()                                  # no consent, no pickle
+    det_net = load_frozen_yolov5(trust_pickle=True)
+    before = {k: v.clone() for k, v in det_net.state_dict().items()}
+    cfg = rt_config(use_mt=False, use_ent=False, det_weight=1.0)
+    model, loss_fn = EGMT(cfg), L.EGMTLoss(cfg)
+    loss_fn.task_loss = DetectionConsistencyLoss(det_net)
+    assert not any(p is q for p in loss_fn.parameters() for q in det_net.parameters())
+    assert not any("net" in k for k in loss_fn.state_dict())  # checkpoints never carry the detector
+    from egmt_ros.data.images import load_pair
+    from egmt_ros.fusion.color import split_luma
+    ir, vi = load_pair(data_root / "msrs_train5" / "ir" / "00556D.png", data_root / "msrs_train5" / "vi" / "00556D.png")
+    a, v = _t(ir[160:352, 192:448]), _t(split_luma(vi)[0][160:352, 192:448])  # people and cars, 256 x 192
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    fused, _ = model(a, v)
+    total, parts = loss_fn(fused, a, v)
+    l_det = loss_fn.task_loss(fused, a, v)
+    assert parts["det"] == pytest.approx(float(l_det.detach()), rel=1e-5)
+    grads = torch.autograd.grad(l_det, [fused] + [p for p in model.parameters() if p.requires_grad],
+                                allow_unused=True, retain_graph=True)
+    assert float(grads[0].abs().sum()) > 0                    # L_det reaches the fused image ...
+    assert sum(float(g.abs().sum()) for g in grads[1:] if g is not None) > 0   # ... and the fusion network
+    opt.zero_grad()
+    total.backward()
+    opt.step()
+    assert all(p.grad is None and not p.requires_grad for p in det_net.parameters())
+    assert all(torch.equal(before[k], v) for k, v in det_net.state_dict().items())

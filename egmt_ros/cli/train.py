@@ -3,7 +3,7 @@
     python -m egmt_ros.cli.train --config rt|paper --data DIR [DIR ...] [--videos DIR ...]
         [--entities ANNOTATIONS.json ...] [--epochs N] [--steps N] [--batch B] [--crop S] [--lr LR]
         [--val-fraction F] [--out DIR] [--resume CKPT] [--device cpu|cuda] [--threads N] [--seed S]
-        [--max-minutes M] [--set KEY=VALUE ...] [--export PATH]
+        [--max-minutes M] [--set KEY=VALUE ...] [--export PATH] [--det-weight W --trust-pickle]
 
 - Adam on the network and the loss's own parameters (the task weights of Eq. 10); defaults (lr, batch, epochs,
   crop, loss weights) come from the chosen config (``paper_config`` / ``rt_config``), every flag overrides one,
@@ -18,6 +18,9 @@
 - Validation after every epoch (and every ``--val-every`` steps): the loss on the validation images and fusion
   metrics (``egmt_ros.metrics.fusion.compute_all``) on up to ``--val-images`` of them at most ``--val-size`` pixels
   on the long side (8-bit, as a saved image). ``best.pt`` keeps the checkpoint with the best ``--best-metric``.
+- Loss: the config's ``objective`` (``rt``: the information-aware one, ``paper``: Eq. 11-14; docs/model.md), with
+  the entity boxes of the annotations as region weights; ``--det-weight W`` adds the detection-aware term (a
+  frozen YOLOv5n, :mod:`egmt_ros.model.detection_loss`; its checkpoint is a pickle: needs ``--trust-pickle``).
 - Checkpoints ``OUT/last.pt`` (every ``--save-every`` steps and at each epoch end) and ``OUT/best.pt``, with the
   optimizer state, the loss state, epoch and step (``--resume OUT/last.pt`` continues the step count), and the model
   card ``NAME.card.json`` beside each. ``--export PATH`` writes the best weights (no optimizer state) at the end.
@@ -88,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--name", default=None, help="model name in the card (default egmt_<config>)")
     ap.add_argument("--export", default=None, help="at the end, write the best weights (no optimizer) here")
     ap.add_argument("--resume", default=None, help="checkpoint to continue from (last.pt)")
+    ap.add_argument("--det-weight", type=float, default=None,
+                    help="weight of the detection-aware term (frozen YOLOv5n on the fused image; 0 = off)")
+    ap.add_argument("--det-weights", default=None, help="YOLOv5 checkpoint of the term (default: data root yolov5n.pt)")
+    ap.add_argument("--trust-pickle", action="store_true",
+                    help="allow loading the YOLOv5 checkpoint (a pickle) of the detection-aware term")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--seed", type=int, default=0)
@@ -112,8 +120,9 @@ def _parse_override(text: str) -> tuple[str, Any]:
 def build_config(args: argparse.Namespace, classes: Sequence[str]) -> EGMTConfig:
     """The config: the variant's defaults, then ``--set`` overrides, then the explicit flags, then the classes."""
     kw: dict[str, Any] = dict(_parse_override(o) for o in args.overrides)
-    for flag, field in (("epochs", "epochs"), ("batch", "batch_size"), ("crop", "crop"), ("lr", "lr")):
-        if getattr(args, flag) is not None:
+    for flag, field in (("epochs", "epochs"), ("batch", "batch_size"), ("crop", "crop"), ("lr", "lr"),
+                        ("det_weight", "det_weight")):
+        if getattr(args, flag, None) is not None:
             kw[field] = getattr(args, flag)
     if args.sliding_step is not None:
         kw["crop_stride"] = args.sliding_step
@@ -372,6 +381,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     model = EGMT(cfg).to(device)
     loss_fn = EGMTLoss(cfg).to(device)
+    if cfg.det_weight > 0:
+        from egmt_ros.model.detection_loss import DetectionConsistencyLoss, load_frozen_yolov5
+
+        loss_fn.task_loss = DetectionConsistencyLoss(load_frozen_yolov5(args.det_weights, device, args.trust_pickle))
     lab = train_ds.label_matrix()
     class_weights = (class_weights_from_labels(torch.from_numpy(lab)).to(device)
                      if cfg.use_mt and len(lab) else None)

@@ -72,6 +72,7 @@ class EGMTConfig:
     objective: str = "paper"      #: L_fus: "paper" (Eq. 12-14) or "info" (information-aware; model/losses.py)
     region_weight: float = 2.0    #: info: extra loss weight inside entity boxes (R = 1 + region_weight)
     box_boost: float = 1.0        #: info: a source's information is multiplied by 1 + box_boost in its own boxes
+    det_weight: float = 0.0       #: weight of the detection-aware term L_det (0: off; model/detection_loss.py)
     focal_gamma: float = 2.0      #: focal loss focusing parameter (Eq. 15)
     tau: float = 1.0              #: temperature of the task-weight softmax (Eq. 10)
     # --- training (Sec. IV-A) ---

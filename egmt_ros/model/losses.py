@@ -33,6 +33,9 @@ darkness and under a bright low-contrast veil by :func:`visible_visibility`), en
 - ``L_ssim = mean over the valid SSIM map of  w' (1 - SSIM(F, IR)) + (1 - w') (1 - SSIM(F, VI))``
 - ``L_fus = a1 L_int + a2 L_grad + a3 L_ssim``
 
+Either objective adds ``det_weight * L_det`` (:mod:`egmt_ros.model.detection_loss`) when ``config.det_weight`` > 0
+and a detector is attached (``EGMTLoss.task_loss``).
+
 Classification loss (Eq. 15): focal loss on the multi-label logits, mean over samples and classes of
 ``alpha_c * (1 - p_t)^gamma * BCE(p, y)`` with ``p_t`` the probability given to the true label (Lin et al.;
 the paper writes ``(1 - p_hat_i)``), ``gamma = 2`` and ``alpha_c`` the class weight of :func:`class_weights_from_labels`
@@ -40,6 +43,8 @@ the paper writes ``(1 - p_hat_i)``), ``gamma = 2`` and ``alpha_c`` the class wei
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -251,6 +256,10 @@ class EGMTLoss(nn.Module):
         self.tau = float(config.tau)
         self.objective = config.objective
         self.w = nn.Parameter(torch.zeros(2)) if config.use_mt else None
+        #: optional detection-aware term (``config.det_weight`` > 0): a callable ``(fused, ir, vi) -> L_det``, e.g.
+        #: :class:`egmt_ros.model.detection_loss.DetectionConsistencyLoss`; a plain attribute, so the frozen
+        #: detector is neither a parameter nor in the state dict
+        self.task_loss: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
 
     def task_weights(self) -> Tensor:
         """(lambda_fus, lambda_cla) = softmax(-w / tau); ``[1.0]`` without use_mt."""
@@ -260,13 +269,18 @@ class EGMTLoss(nn.Module):
 
     def fusion_loss(self, fused: Tensor, ir: Tensor, vi: Tensor,
                     regions: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
-        """(L_fus, parts int/edge/ssim/fus as floats) of the configured objective (``edge`` is L_grad for info)."""
+        """(L_fus, parts int/edge/ssim/fus as floats) of the configured objective (``edge`` is L_grad for info),
+        plus ``det_weight * L_det`` when a task loss is attached (part ``det``)."""
         if self.objective == "info":
             terms = info_fusion_losses(fused, ir, vi, regions, self.config.region_weight, self.config.box_boost)
         else:
             terms = fusion_losses(fused, ir, vi)
         l_fus = sum(a * t for a, t in zip(self.alphas, terms))
         parts = {k: float(t.detach()) for k, t in zip(("int", "edge", "ssim"), terms)}
+        if self.task_loss is not None and self.config.det_weight > 0:
+            l_det = self.task_loss(fused, ir, vi)
+            l_fus = l_fus + self.config.det_weight * l_det
+            parts["det"] = float(l_det.detach())
         parts["fus"] = float(l_fus.detach())
         return l_fus, parts
 
