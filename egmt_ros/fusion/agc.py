@@ -85,6 +85,16 @@ class ThermalAGC:
             raise ValueError(f"AGC expects a single-channel frame, got shape {frame.shape}")
         if frame.dtype == np.uint8:
             return from_uint8(frame)
+        lo_s, span = self.update(frame)
+        with np.errstate(over="ignore", invalid="ignore"):  # +-3e38 counts: inf, then clipped
+            out = (frame.astype(np.float32) - lo_s) * (1.0 / span)
+        np.nan_to_num(out, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+        return np.clip(out, 0.0, 1.0, out=out)
+
+    def update(self, frame: np.ndarray) -> tuple[float, float]:
+        """Take a (uint16 or float) frame's range into the running range; returns the ``(offset, span)`` that maps
+        it: ``clip((frame - offset) / span, 0, 1)`` with NaN -> 0 (the mapping itself may run elsewhere, e.g. on a
+        GPU: :mod:`egmt_ros.fusion.device`)."""
         min_span = self.min_span if frame.dtype == np.uint16 else 1e-6
         lo, hi = self.frame_range(frame)
         if self._is_outlier(lo, hi, min_span) and self._outlier_run + 1 < self.outlier_frames:
@@ -99,8 +109,4 @@ class ThermalAGC:
                 a = self.smoothing
                 self._range = (a * self._range[0] + (1 - a) * lo, a * self._range[1] + (1 - a) * hi)
         lo_s, hi_s = self._range if self._range is not None else (lo, hi)
-        span = max(hi_s - lo_s, min_span)
-        with np.errstate(over="ignore", invalid="ignore"):  # +-3e38 counts: inf, then clipped
-            out = (frame.astype(np.float32) - lo_s) * (1.0 / span)
-        np.nan_to_num(out, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
-        return np.clip(out, 0.0, 1.0, out=out)
+        return lo_s, max(hi_s - lo_s, min_span)

@@ -41,16 +41,17 @@ class CompileBackend(TorchBackend):
         elif mode:
             kwargs["mode"] = mode
         self._compiled: Callable[..., Tensor] = torch.compile(self.model.fuse, **kwargs)
-        self._sizes: set[tuple[int, int]] = set()
+        self._sizes: set[tuple[int, ...]] = set()  # (H, W) at batch 1, else (H, W, batch)
         self._entities_changed()  # always pass (padded) entity tensors: one graph per size
 
     def _forward(self, ir: Tensor, vi: Tensor) -> Tensor:
-        key = (int(ir.shape[-2]), int(ir.shape[-1]))
+        b = int(ir.shape[0])
+        key = (int(ir.shape[-2]), int(ir.shape[-1])) + ((b,) if b > 1 else ())  # (H, W) or (H, W, batch)
         if key in self._sizes:
-            return self._compiled(ir, vi, self._ent, self._mask)
+            return self._compiled(ir, vi, *self._batch_entities(b))
         t0 = time.perf_counter()
-        out = self._compiled(ir, vi, self._ent, self._mask)
-        self.setup_seconds[f"compile {key[0]}x{key[1]}"] = time.perf_counter() - t0
+        out = self._compiled(ir, vi, *self._batch_entities(b))
+        self.setup_seconds["compile " + "x".join(map(str, key))] = time.perf_counter() - t0
         self._sizes.add(key)
         return out
 

@@ -72,8 +72,19 @@ class TorchBackend(FuseBackend):
         torch.cuda.current_stream(self.device).synchronize()
         return self._host_out.numpy().copy()
 
+    def _batch_entities(self, b: int) -> tuple[Tensor | None, Tensor | None]:
+        """The entity features and mask broadcast to a batch of ``b`` pairs."""
+        if self._ent is None or self._mask is None:
+            return None, None
+        return self._ent.expand(b, -1, -1), self._mask.expand(b, -1)
+
     def _forward(self, ir: Tensor, vi: Tensor) -> Tensor:
-        return self.model.fuse(ir, vi, self._ent, self._mask)
+        return self.model.fuse(ir, vi, *self._batch_entities(ir.shape[0]))
+
+    def fuse_tensor(self, ir: Tensor, vi: Tensor) -> Tensor:
+        """The network on ``[B, 1, H, W]`` tensors already on ``device`` in ``dtype`` (the entity features shared by
+        the B pairs); no copies, no synchronisation: the device-resident path of :mod:`egmt_ros.fusion.device`."""
+        return self._forward(ir, vi)
 
     @torch.inference_mode()
     def fuse(self, ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
