@@ -6,6 +6,8 @@
 Methods: any registered fusion method (``egmt_rt`` = models/egmt_rt.pt, ``egmt`` with ``--model PATH``, ``lp``,
 ``average`` ...) plus ``random_rt`` / ``random_paper``: a random-initialised EGMT of the rt / paper configuration
 (timing does not depend on the weights' values). Each EGMT method runs once per ``--backend``; the others once.
+A backend may carry its own dtype, ``BACKEND:DTYPE`` (``--backend torch,openvino,openvino:bfloat16``): one
+interleaved run then compares precisions too.
 
 Frames: real image pairs of ``--data`` (default: RoadScene under the data root, visible in colour), resized to
 ``--size`` WxH and given to :class:`egmt_ros.fusion.engine.FusionEngine` as raw camera frames (mono8 thermal,
@@ -124,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--methods", default="egmt_rt,lp,average",
                     help="comma-separated fusion methods (random_rt / random_paper: random-init EGMT)")
     ap.add_argument("--backend", default="torch", help="comma-separated EGMT backends: torch,compile,onnxruntime,"
-                                                       "tensorrt")
+                                                       "openvino,tensorrt; BACKEND:DTYPE overrides --dtype for "
+                                                       "that backend (e.g. openvino:bfloat16)")
     ap.add_argument("--model", type=Path, default=None, help="checkpoint for the method 'egmt'")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default="float32", help="EGMT dtype: float32, float16, bfloat16")
@@ -231,6 +234,12 @@ def _random_checkpoint(variant: str, folder: Path) -> Path:
                            {"training_data": "none (random initialisation, for timing only)"})
 
 
+def split_backend(spec: str, default_dtype: str) -> tuple[str, str]:
+    """``"openvino:bfloat16"`` -> ``("openvino", "bfloat16")``; without ``:DTYPE`` the dtype is ``default_dtype``."""
+    name, _, dtype = spec.partition(":")
+    return name, dtype or default_dtype
+
+
 def make_method(name: str, backend: str | None, args: argparse.Namespace, threads: int, tmp: Path):
     """(method, weights description) for one row."""
     from egmt_ros.fusion.methods import get_method
@@ -240,10 +249,11 @@ def make_method(name: str, backend: str | None, args: argparse.Namespace, thread
     from egmt_ros.model.method import RT_CHECKPOINT, EGMTFuser
     from egmt_ros.paths import models_dir
 
-    opts: dict[str, Any] = {"device": args.device, "dtype": args.dtype, "backend": backend}
+    backend, dtype = split_backend(backend, args.dtype)
+    opts: dict[str, Any] = {"device": args.device, "dtype": dtype, "backend": backend}
     if backend != "tensorrt":
         opts["threads"] = threads
-    if backend in ("onnxruntime", "tensorrt") and args.cache_dir is not None:
+    if backend in ("onnxruntime", "tensorrt", "openvino") and args.cache_dir is not None:
         opts["cache_dir"] = args.cache_dir
     if name in RANDOM_METHODS:
         path = tmp / f"random_{RANDOM_METHODS[name]}.pt"
@@ -396,7 +406,8 @@ def _run_group(built, mode: str, args: argparse.Namespace, size: tuple[int, int]
     """Time the built methods in one mode (round-robin when several); the rows as dicts (a list if ``many``)."""
     items = []
     for name, backend, method, weights, reported, diff, nthreads in built:
-        row = Row(name, weights, backend or "-", args.device if backend else "cpu", args.dtype if backend else "-",
+        row = Row(name, weights, backend or "-", args.device if backend else "cpu",
+                  split_backend(backend, args.dtype)[1] if backend else "-",
                   nthreads, mode, size[0], size[1], max_abs_diff=diff)
         items.append((row, method, reported))
     print(f"[bench_pipeline] mode={mode}: "
@@ -440,7 +451,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
 
     size = parse_size(args.size)
     methods = _csv(args.methods)
-    backends = [canonical_backend(b) for b in _csv(args.backend)]
+    backends = [":".join([canonical_backend(b), *d]) for b, *d in (b.split(":", 1) for b in _csv(args.backend))]
     modes = _csv(args.modes)
     for m in modes:
         if m not in MODES:

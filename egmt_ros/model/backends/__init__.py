@@ -10,6 +10,10 @@
                 (weights + config) and the entity-count policy, then run by ONNX Runtime
                 (:class:`egmt_ros.model.export.OnnxFuser`): CUDA execution provider when ``device="cuda"`` and it is
                 installed, else CPU; ``threads`` sets its intra-op threads. float32 only.
+``openvino``    The fusion path exported to ONNX once per input size (static shapes, fixed entity count) into the
+                cache (``<cache>/openvino``), compiled by OpenVINO's CPU plugin; ``precision`` ``fp32`` | ``bf16``
+                (default from ``dtype``; ``auto`` = bf16 where the CPU has it); ``threads`` = its inference threads.
+                The fastest CPU backend measured here (docs/performance.md). CPU only.
 ``tensorrt``    A TensorRT engine built from a static-shape ONNX export, cached in ``<cache>/tensorrt`` keyed by
                 model hash, H, W, precision (``fp32`` | ``fp16`` | ``int8``), GPU name and TensorRT version;
                 ``force_engine_update=True`` rebuilds it. Written against the documented TensorRT 10/11 Python API
@@ -42,13 +46,15 @@ import torch
 from egmt_ros.model.backends.base import (ENTITY_POLICIES, BackendUnavailableError, FuseBackend, default_cache_dir,
                                           model_hash, pad_entities)
 from egmt_ros.model.backends.onnx_runtime import OnnxRuntimeBackend
+from egmt_ros.model.backends.openvino import OpenVINOBackend
 from egmt_ros.model.backends.tensor_rt import PRECISIONS, TensorRTBackend
 from egmt_ros.model.backends.torch_compile import CompileBackend
 from egmt_ros.model.backends.torch_eager import TorchBackend
 from egmt_ros.model.network import EGMT
 
 __all__ = ["BACKENDS", "ALIASES", "ENTITY_POLICIES", "PRECISIONS", "BackendUnavailableError", "FuseBackend",
-           "TorchBackend", "CompileBackend", "OnnxRuntimeBackend", "TensorRTBackend", "canonical_backend",
+           "TorchBackend", "CompileBackend", "OnnxRuntimeBackend", "OpenVINOBackend", "TensorRTBackend",
+           "canonical_backend",
            "default_cache_dir", "make_backend", "model_hash", "pad_entities", "register_backend"]
 
 #: Backend name -> class, in registration order.
@@ -66,6 +72,7 @@ def register_backend(cls: type[FuseBackend], *aliases: str) -> None:
 register_backend(TorchBackend, "eager")
 register_backend(CompileBackend, "torch_compile")
 register_backend(OnnxRuntimeBackend, "ort", "onnx")
+register_backend(OpenVINOBackend, "ov")
 register_backend(TensorRTBackend, "trt")
 
 #: The registered backend names.
@@ -88,7 +95,9 @@ def make_backend(name: str, model: EGMT, device: str | torch.device = "cpu", dty
 
     Options: ``torch``: ``threads`` (sets torch's process-wide intra-op threads); ``compile``: ``threads``,
     ``mode``, ``compile_options``; ``onnxruntime``: ``threads`` (this session's intra-op threads), ``providers``,
-    ``entity_policy`` ("dynamic" | "fixed"), ``cache_dir``, ``force_export``; ``tensorrt``: ``precision``
+    ``entity_policy`` ("dynamic" | "fixed"), ``cache_dir``, ``force_export``; ``openvino``: ``threads``,
+    ``precision`` ("fp32" | "bf16" | "auto"; default from ``dtype``), ``cache_dir``, ``force_export``, ``ov_config``;
+    ``tensorrt``: ``precision``
     ("fp32" | "fp16" | "int8"; default from ``dtype``), ``cache_dir``, ``force_engine_update``, ``workspace_gb``,
     ``calib_images``. An option another backend does not take raises TypeError naming it.
     """
