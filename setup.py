@@ -33,6 +33,7 @@ setup(
             "entity_node = egmt_ros.nodes.entity_node:main",
             "detection_node = egmt_ros.nodes.detection_node:main",
             "bringup = egmt_ros.nodes.bringup:main",
+            "bag_play = rosbag_tools.play:main",
         ],
     },
 )

@@ -3,7 +3,9 @@
     [sigterm_timeout:=15]
 
 Starts fusion_node, entity_node and detection_node with config/egmt.yaml. ``bag:=PATH`` plays a rosbag2 alongside
-(``ros2 bag play --clock``; set ``use_sim_time:=true`` with it).
+with the package's player (``bag_play``, rosbag_tools/play.py, with ``--clock``; set ``use_sim_time:=true`` with it)
+once the graph is ready: the fusion node subscribed to both camera topics and the detection node to /egmt/fused
+(up to 120 s, then it plays anyway), so no frame of the bag is lost to the nodes' start-up.
 
 Fast DDS: sets FASTDDS_DEFAULT_PROFILES_FILE to the installed share/egmt_ros/config/fastdds_large_images.xml (32 MiB
 shared-memory segment + UDPv4) for every process it starts, bag player included. With Fast DDS's default 512 KiB
@@ -16,7 +18,7 @@ Camera drivers started elsewhere need the same variable: the publisher's segment
 
 import os
 
-from ament_index_python.packages import get_package_share_directory
+from ament_index_python.packages import get_package_prefix, get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, LogInfo, SetEnvironmentVariable
 from launch.conditions import IfCondition
@@ -55,7 +57,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="YOLO weights (.pt/.onnx/.engine/OpenVINO dir); empty = search path"),
         DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "egmt.yaml")),
         DeclareLaunchArgument("use_sim_time", default_value="false"),
-        DeclareLaunchArgument("bag", default_value="", description="rosbag2 to play alongside (ros2 bag play)"),
+        DeclareLaunchArgument("bag", default_value="",
+                              description="rosbag2 to play once the graph is ready (rosbag_tools/play.py)"),
         DeclareLaunchArgument("rviz", default_value="false"),
         # launch's own setting (default 5 s), raised: after SIGINT, detection_node needs 4-6 s on a loaded 2-core CPU
         # to unload torch/ultralytics/OpenVINO, and launch would escalate to SIGTERM, then SIGKILL.
@@ -74,7 +77,14 @@ def generate_launch_description() -> LaunchDescription:
              remappings=[("/thermal/image_raw", arg("thermal_topic")), ("/rgb/image_raw", arg("rgb_topic"))]),
         Node(package="egmt_ros", executable="detection_node", name="detection_node", output="screen",
              parameters=common + [{"weights": arg("detector_weights"), "device": arg("device")}]),
-        ExecuteProcess(cmd=["ros2", "bag", "play", arg("bag"), "--clock"], output="screen",
+        # The project's player (rosbag_tools/play.py), not `ros2 bag play`: it starts together with the nodes but
+        # plays only once the graph is ready (the fusion node subscribed to both cameras, the detection node to
+        # /egmt/fused); the nodes need 9-14 s on 2 cores to load their models, and a 40-pair bag was lost whole.
+        ExecuteProcess(cmd=[os.path.join(get_package_prefix("egmt_ros"), "lib", "egmt_ros", "bag_play"), arg("bag"),
+                            "--clock", "--no-progress", "--wait-for-subscribers", "120",
+                            "--wait-for", [arg("thermal_topic"), ":fusion_node"],
+                            "--wait-for", [arg("rgb_topic"), ":fusion_node"],
+                            "--wait-for", "/egmt/fused:detection_node"], output="screen",
                        condition=IfCondition(PythonExpression(["'", arg("bag"), "' != ''"]))),
         Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", os.path.join(share, "rviz",
                                                                                             "egmt.rviz")],

@@ -1,7 +1,7 @@
 """Play a rosbag2 bag into a live ROS 2 graph with rclpy (a small ``ros2 bag play`` for machines without rosbag2).
 
     python -m rosbag_tools.play BAG [--rate X] [--loop] [--start S] [--duration S] [--topics T ...] [--clock]
-        [--qos bag|reliable|sensor] [--wait-for-subscribers S]
+        [--qos bag|reliable|sensor] [--wait-for-subscribers S] [--wait-for TOPIC[:NODE] ...]
 
 Messages go out in bag-time order, each at ``first wall time + (bag time - first bag time) / rate``; their raw
 CDR bytes are handed to ``Publisher.publish`` unchanged (rclpy publishes ``bytes`` as a serialized message), so
@@ -34,6 +34,10 @@ from tqdm import tqdm
 from rosbag_tools.bagio import BagCorruptError, BagReader
 from rosbag_tools.live import PLAY_QOS, message_class, ros_session, to_rclpy_qos
 from rosbag_tools.types import CLOCK, make_clock, serialize
+
+
+#: Time limit of ``--wait-for`` when ``--wait-for-subscribers`` is not given (s).
+WAIT_FOR_DEFAULT_S = 120.0
 
 
 @dataclass
@@ -70,12 +74,16 @@ def play_bag(path: str | Path, rate: float = 1.0, loop: bool = False, start: flo
              duration: float | None = None, topics: Sequence[str] | None = None, clock: bool = False,
              qos: str = "bag", node: Node | None = None, wait_for_subscribers: float = 0.0, delay: float = 0.0,
              ack_timeout: float = 5.0, clock_hz: float = 40.0, progress: bool = True,
-             stop: threading.Event | None = None) -> PlayResult:
+             stop: threading.Event | None = None, wait_for: Sequence[str] = ()) -> PlayResult:
     """Publish the messages of the bag ``path`` with its timing (see the module docstring).
 
     ``start``/``duration`` are seconds of bag time from the bag's first message; ``topics`` limits the topics.
     ``wait_for_subscribers`` waits up to that many seconds for every publisher to be matched before the first
-    message, then ``delay`` seconds more (time for the transports to connect). At the end, reliable publishers
+    message, then ``delay`` seconds more (time for the transports to connect). ``wait_for`` (``TOPIC`` or
+    ``TOPIC:NODE`` items) first waits, within the same time limit, until each TOPIC has a subscription (of node
+    NODE when given) in the ROS graph: a graph that is still starting (nodes load their models before they
+    subscribe) gets the bag from its first message. What is still missing at the limit is logged, and playback
+    starts anyway. At the end, reliable publishers
     get up to ``ack_timeout`` seconds for their subscribers to acknowledge everything. ``stop`` (an Event) ends
     playback early; SIGINT/SIGTERM (KeyboardInterrupt) end it too; both are reported as ``interrupted``. A damaged
     bag plays every readable message and reports the damage in ``error``.
@@ -115,8 +123,14 @@ def play_bag(path: str | Path, rate: float = 1.0, loop: bool = False, start: flo
         try:
             if wait_for_subscribers > 0 and pubs:
                 deadline = time.monotonic() + wait_for_subscribers
+                stopped = lambda: stop is not None and stop.is_set()  # noqa: E731
+                while _missing_subscribers(n, wait_for) and time.monotonic() < deadline and not stopped():
+                    time.sleep(0.05)
+                if _missing_subscribers(n, wait_for):
+                    n.get_logger().warning(f"playing anyway: after {wait_for_subscribers:g} s still no subscription "
+                                           f"for {', '.join(_missing_subscribers(n, wait_for))}")
                 while (any(p.get_subscription_count() == 0 for p in pubs.values())
-                       and time.monotonic() < deadline and not (stop is not None and stop.is_set())):
+                       and time.monotonic() < deadline and not stopped()):
                     time.sleep(0.02)
             if delay > 0:
                 _sleep_until(time.monotonic() + delay, stop, None, 0.05)
@@ -137,6 +151,16 @@ def play_bag(path: str | Path, rate: float = 1.0, loop: bool = False, start: flo
                 n.destroy_publisher(p)
     result.wall_s = time.monotonic() - t_begin
     return result
+
+
+def _missing_subscribers(node: Node, wait_for: Sequence[str]) -> list[str]:
+    """The ``TOPIC`` / ``TOPIC:NODE`` items of ``wait_for`` that have no such subscription in the graph yet."""
+    missing = []
+    for item in wait_for:
+        topic, _, name = item.partition(":")
+        if not any(not name or info.node_name == name for info in node.get_subscriptions_info_by_topic(topic)):
+            missing.append(item)
+    return missing
 
 
 def _play_once(reader: BagReader, pubs: dict[str, Any], clock_pub: Any | None, rate: float, start: float,
@@ -197,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(best effort, keep last 5)")
     p.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="S",
                    help="wait up to S seconds for a subscriber on every topic before playing")
+    p.add_argument("--wait-for", action="append", default=[], metavar="TOPIC[:NODE]",
+                   help="(repeatable) before playing, wait until TOPIC has a subscription (of node NODE) in the "
+                        "graph, e.g. /rgb/image_raw:fusion_node; time limit --wait-for-subscribers (default then "
+                        f"{WAIT_FOR_DEFAULT_S:g} s)")
     p.add_argument("--delay", type=float, default=0.0, metavar="S",
                    help="wait S seconds more before the first message (after --wait-for-subscribers)")
     p.add_argument("--ack-timeout", type=float, default=5.0, metavar="S",
@@ -212,7 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         res = play_bag(args.bag, rate=args.rate, loop=args.loop, start=args.start, duration=args.duration,
                        topics=args.topics, clock=args.clock, qos=args.qos, clock_hz=args.clock_hz,
-                       wait_for_subscribers=args.wait_for_subscribers, delay=args.delay,
+                       wait_for_subscribers=args.wait_for_subscribers or (WAIT_FOR_DEFAULT_S if args.wait_for
+                                                                          else 0.0),
+                       wait_for=args.wait_for, delay=args.delay,
                        ack_timeout=args.ack_timeout, progress=not args.no_progress)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
