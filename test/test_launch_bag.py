@@ -46,6 +46,14 @@ def launch_player_command(bag: Path) -> list[str]:
     return [sys.executable, "-m", "rosbag_tools.play", *(value(a) for a in args)]
 
 
+def rgb_stamps(bag: Path) -> list[int]:
+    """Header stamps (ns) of the bag's RGB frames, in order."""
+    from rosbag_tools.bagio import BagReader
+    from rosbag_tools.types import header_stamp_of
+
+    return [header_stamp_of(m.data, m.msgtype) for m in BagReader(bag).messages(["/rgb/image_raw"])]
+
+
 def test_setup_installs_bag_play() -> None:
     assert '"bag_play = rosbag_tools.play:main"' in (REPO_ROOT / "setup.py").read_text()
 
@@ -55,7 +63,9 @@ def test_launch_with_a_bag_fuses_every_pair(spawn, ros_node, data_root: Path, tm
 
     bag = tmp_path / "bag"
     ir, vi = data_root / "m2vd/infrared/0117_1620.mp4", data_root / "m2vd/visible/0117_1620.mp4"
-    make_bag(bag, ir_video=ir, vi_video=vi, max_frames=PAIRS, rate=10.0, progress=False)
+    # 5 Hz: the start-up is under test, not the throughput of a loaded 2-core machine (a stall of the first frames
+    # dropped 1-4 pairs at 10 Hz while other test runs shared the cores)
+    make_bag(bag, ir_video=ir, vi_video=vi, max_frames=PAIRS, rate=5.0, progress=False)
     player = launch_player_command(bag)
     assert "--wait-for" in player and "/egmt/fused:detection_node" in player
     c = GraphClient(ros_node)
@@ -70,7 +80,8 @@ def test_launch_with_a_bag_fuses_every_pair(spawn, ros_node, data_root: Path, tm
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and len(c.messages("/egmt/fused")) < PAIRS:
             time.sleep(0.2)
-        fused = {(m.header.stamp.sec, m.header.stamp.nanosec) for m in c.messages("/egmt/fused")}
-        assert len(fused) >= PAIRS - 2, f"{len(fused)} of {PAIRS} pairs fused"
+        fused = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in c.messages("/egmt/fused")}
+        missing = [i for i, s in enumerate(rgb_stamps(bag)) if s not in fused]
+        assert len(fused) >= PAIRS - 2, f"{len(fused)} of {PAIRS} pairs fused; missing pairs {missing}"
     finally:
         c.close()
