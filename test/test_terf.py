@@ -117,3 +117,46 @@ def test_synonyms_through_a_text_encoder() -> None:
     p = CommandParser(["person", "car"], encoder=enc)
     cmd = p.parse("brighten the tractor")
     assert cmd.ok and cmd.region.classes == ("car",) and "text similarity" in cmd.answer()
+
+
+def test_commands_are_capped_and_never_echoed_whole() -> None:
+    from egmt_ros.fusion.commands import ECHO_CHARS, MAX_ENCODED_WORDS, CommandGate, echo
+    from egmt_ros.fusion.terf import MAX_EFFECTS, EffectLimitError, EffectStack, Region
+
+    calls: list[int] = []
+
+    def enc(words):
+        calls.append(len(words))
+        return np.eye(len(words), 8, dtype=np.float32)
+
+    p = CommandParser(["person", "car"], encoder=enc)
+    huge = "more infrared on " + " ".join(f"w{i}" for i in range(3000))  # ~18 KB of unknown words
+    cmd = p.parse(huge)
+    assert not cmd.ok and not calls and "too long" in cmd.answer() and len(cmd.answer()) < 300
+    cmd = p.parse("more infrared on the zebra yak gnu okapi tapir")
+    assert not cmd.ok and calls == [MAX_ENCODED_WORDS + 2]  # one encoder call, 3 unknown words + 2 classes
+    assert len(echo(huge)) < ECHO_CHARS + 30 and str(len(huge)) in echo(huge)
+
+    gate = CommandGate(rate_hz=5.0, burst=5)
+    gate.admit("", now=100.0 - 60)  # a minute of quiet: a full bucket
+    verdicts = [gate.admit("brighten", now=100.0 + i / 1000) for i in range(1000)]  # 1000 commands in 1 s
+    assert verdicts.count("") == 5 + 4 and gate.refused == 991  # the burst, then 5 per second
+    assert "too many commands" in verdicts[-1] and "too long" in gate.admit(huge, now=200.0)
+
+    stack = EffectStack()
+    for i in range(MAX_EFFECTS):
+        stack.apply_command("ir", Region("classes", (f"c{i}",)))
+    with pytest.raises(EffectLimitError, match="reset"):
+        stack.apply_command("ir", Region("classes", ("one_more",)))
+    assert stack.apply_command("ir", Region("classes", ("c0",))).level == 2  # strengthening still works
+
+
+def test_text_encoder_cache_is_bounded() -> None:
+    from egmt_ros.model.text import HashEncoder
+
+    enc = HashEncoder(dim=16)
+    enc.max_cache = 50
+    first = enc.encode(["person"])
+    for i in range(500):
+        enc.encode([f"word{i}", "person"])
+    assert enc.cache_size == 50 and np.array_equal(enc.encode(["person"]), first)

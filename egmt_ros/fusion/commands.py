@@ -12,11 +12,18 @@ synonyms of ``egmt_ros.core.classes``, then the text
 encoder's cosine similarity to the known words (>= ``min_similarity``) when an encoder is given.
 Scene "stuff" words (road, sky, street, ...) have no detector boxes: they map to the background region and
 the answer says so. A command whose task or target cannot be resolved is answered and nothing is applied.
+
+Hostile or careless text costs little: :class:`CommandGate` refuses commands longer than ``MAX_COMMAND_CHARS`` or
+faster than its rate before any parsing, the parser looks at ``MAX_TARGET_WORDS`` target words at most and asks the
+encoder once per command for at most ``MAX_ENCODED_WORDS`` unknown words, and answers quote at most
+``ECHO_CHARS`` of the text (:func:`echo`). The parser is safe to call from any thread without the caller's lock.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -56,6 +63,45 @@ FILLER = {"the", "a", "an", "make", "please", "can", "you", "more", "so", "they"
 
 Encoder = Callable[[Sequence[str]], np.ndarray]
 
+#: Longest command accepted (characters); a longer one is refused unparsed.
+MAX_COMMAND_CHARS = 200
+#: Target words looked at per command; unknown words resolved by the text encoder per command (one batch).
+MAX_TARGET_WORDS, MAX_ENCODED_WORDS = 8, 3
+#: Characters of a command quoted back in answers and logs.
+ECHO_CHARS = 60
+
+
+def echo(text: str) -> str:
+    """A short, printable quote of ``text`` for answers and logs (never the whole of a long command)."""
+    short = text[:ECHO_CHARS]
+    return repr(short) + (f"... ({len(text)} chars)" if len(text) > ECHO_CHARS else "")
+
+
+class CommandGate:
+    """Admission of commands before parsing: at most ``max_chars`` characters, and a token bucket of ``burst``
+    commands refilled at ``rate_hz``. :meth:`admit` returns '' or the reason of the refusal; thread-safe."""
+
+    def __init__(self, max_chars: int = MAX_COMMAND_CHARS, rate_hz: float = 5.0, burst: int = 5) -> None:
+        self.max_chars, self.rate_hz, self.burst = max_chars, rate_hz, burst
+        self._tokens, self._t = float(burst), time.monotonic()
+        self._lock = threading.Lock()
+        self.refused = 0
+
+    def admit(self, text: str, now: float | None = None) -> str:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._tokens = min(self.burst, self._tokens + max(0.0, now - self._t) * self.rate_hz)
+            self._t = now
+            if len(text) > self.max_chars:
+                why = f"command too long ({len(text)} chars, at most {self.max_chars})"
+            elif self._tokens < 1.0:
+                why = f"too many commands (at most {self.rate_hz:g} per second, bursts of {self.burst})"
+            else:
+                self._tokens -= 1.0
+                return ""
+            self.refused += 1
+            return f"not applied: {why}: {echo(text)}"
+
 
 @dataclass
 class ParsedCommand:
@@ -66,10 +112,11 @@ class ParsedCommand:
     region: Region | None = None
     steps: int = 1
     notes: list[str] = field(default_factory=list)
+    refused: str = ""  # why a well-formed command was still not applied (e.g. the effect limit)
 
     @property
     def ok(self) -> bool:
-        return self.task == "reset" or (self.task is not None and self.region is not None)
+        return not self.refused and (self.task == "reset" or (self.task is not None and self.region is not None))
 
     def answer(self) -> str:
         """A one-line human answer (the reply of the command service / feedback topic)."""
@@ -78,7 +125,8 @@ class ParsedCommand:
             parts.append(f"target={self.region.key() if self.region else '?'}")
             parts.append(f"steps={self.steps}")
         head = "applied" if self.ok else "not applied"
-        return f"{head}: " + " ".join(parts) + ("; " + "; ".join(self.notes) if self.notes else "")
+        notes = self.notes + ([self.refused] if self.refused else [])
+        return f"{head}: {echo(self.text)} -> " + " ".join(parts) + ("; " + "; ".join(notes) if notes else "")
 
 
 class CommandParser:
@@ -96,6 +144,9 @@ class CommandParser:
 
     def parse(self, text: str) -> ParsedCommand:
         cmd = ParsedCommand(text=text)
+        if len(text) > MAX_COMMAND_CHARS:
+            cmd.notes.append(f"command too long ({len(text)} chars, at most {MAX_COMMAND_CHARS})")
+            return cmd
         norm = " " + re.sub(r"[^a-z0-9 ]+", " ", text.lower()).strip() + " "
         norm = re.sub(r"\s+", " ", norm)
         for phrase, task in self._phrases:
@@ -118,36 +169,54 @@ class CommandParser:
             return Region("everything")
         if any(w in BACKGROUND for w in words):
             return Region("background")
+        if len(words) > MAX_TARGET_WORDS:
+            cmd.notes.append(f"only the first {MAX_TARGET_WORDS} target words were read")
+            words = words[:MAX_TARGET_WORDS]
+        classes = self.classes  # one vocabulary for the whole command (set_vocabulary may run meanwhile)
         found: list[str] = []
+        unknown: list[str] = []
         for w in words:
-            resolved = self._resolve(w, cmd)
+            resolved = self._resolve(w, classes, cmd)
             if resolved == ["background"]:
                 return Region("background")
             if resolved:
                 found.extend(resolved)
+            else:
+                unknown.append(w)
+        if not found and unknown:
+            found = self._similar(unknown[:MAX_ENCODED_WORDS], classes, cmd)
         if found:
             return Region("classes", tuple(sorted(set(found))))
-        cmd.notes.append(f"unknown target {' '.join(words)!r} (known: {', '.join(self.classes[:20])}, "
+        cmd.notes.append(f"unknown target {echo(' '.join(words))} (known: {', '.join(classes[:20])}, "
                          "background, everything)")
         return None
 
-    def _resolve(self, word: str, cmd: ParsedCommand) -> list[str] | None:
-        if word in self.classes:
+    @staticmethod
+    def _resolve(word: str, classes: list[str], cmd: ParsedCommand) -> list[str] | None:
+        if word in classes:
             return [word]
         base = singular(word)
         if base in GROUPS:
-            return [c for c in GROUPS[base].split("|") if c in self.classes] or GROUPS[base].split("|")[:1]
-        cls = class_of(base, self.classes) or class_of(base)
+            return [c for c in GROUPS[base].split("|") if c in classes] or GROUPS[base].split("|")[:1]
+        cls = class_of(base, classes) or class_of(base)
         if cls:
             return [cls]
         if word in STUFF:
             cmd.notes.append(f"'{word}' has no detector boxes: applied to the background region")
             return ["background"]
-        if self.encoder is not None and self.classes:
-            emb = self.encoder([word] + self.classes)
-            sims = emb[1:] @ emb[0] / (np.linalg.norm(emb[1:], axis=1) * np.linalg.norm(emb[0]) + 1e-9)
-            best = int(np.argmax(sims))
-            if sims[best] >= self.min_similarity:
-                cmd.notes.append(f"'{word}' -> {self.classes[best]} (text similarity {sims[best]:.2f})")
-                return [self.classes[best]]
         return None
+
+    def _similar(self, words: list[str], classes: list[str], cmd: ParsedCommand) -> list[str]:
+        """Known classes the text encoder finds similar to ``words`` (one encoder call for all of them)."""
+        if self.encoder is None or not classes:
+            return []
+        emb = np.asarray(self.encoder(list(words) + list(classes)), dtype=np.float32)
+        q, c = emb[: len(words)], emb[len(words):]
+        sims = (q @ c.T) / (np.linalg.norm(q, axis=1, keepdims=True) * np.linalg.norm(c, axis=1) + 1e-9)
+        found = []
+        for word, row in zip(words, sims):
+            best = int(np.argmax(row))
+            if row[best] >= self.min_similarity:
+                cmd.notes.append(f"'{word}' -> {classes[best]} (text similarity {row[best]:.2f})")
+                found.append(classes[best])
+        return found

@@ -38,6 +38,12 @@ TASKS = ("ir", "vi", "brighten", "darken", "denoise")
 #: Effect strength per repetition level and the highest level (TeRF Sec. 2.4.4's bound).
 STEP = {"ir": 0.35, "vi": 0.35, "brighten": 0.5, "darken": 0.5, "denoise": 1.0}
 MAX_LEVEL = 3
+#: Active effects at most (each costs per frame; 1000 effects cost 123 ms a frame): a new one beyond is refused.
+MAX_EFFECTS = 8
+
+
+class EffectLimitError(ValueError):
+    """A new effect while ``MAX_EFFECTS`` are active."""
 
 
 def low_pass(img: np.ndarray, radius: int) -> np.ndarray:
@@ -146,9 +152,11 @@ class EffectStack:
 
     ``apply_command`` adds or strengthens an effect (same task + same region -> level + 1 up to MAX_LEVEL),
     ``reset`` clears all. Effects on regions of classes need detections: with none in view they do nothing.
+    At most ``max_effects`` are active: a new one beyond raises :class:`EffectLimitError` (strengthening still works).
     """
 
-    def __init__(self, feather: float = 12.0, max_detection_age: float = 1.0) -> None:
+    def __init__(self, feather: float = 12.0, max_detection_age: float = 1.0, max_effects: int = MAX_EFFECTS) -> None:
+        self.max_effects = max_effects
         self.feather = feather
         self.max_detection_age = max_detection_age
         self.effects: list[ActiveEffect] = []
@@ -161,6 +169,9 @@ class EffectStack:
             if e.task == task and e.region.key() == region.key():
                 e.level = min(MAX_LEVEL, e.level + steps)
                 return e
+        if len(self.effects) >= self.max_effects:
+            raise EffectLimitError(f"{len(self.effects)} effects are active (at most {self.max_effects}): "
+                                   "send 'reset' first")
         e = ActiveEffect(task, region, min(MAX_LEVEL, max(1, steps)))
         self.effects.append(e)
         return e

@@ -9,6 +9,8 @@ A checkpoint's card records the encoder id and dimension; loading it with anothe
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -29,19 +31,27 @@ class TextEncoder(Protocol):
 
 
 class CachedEncoder:
-    """Base class: caches label features by (encoder id, label); subclasses implement :meth:`_encode_new`."""
+    """Base class: caches label features by (encoder id, label), the ``max_cache`` most recently used (bounded
+    whatever text arrives); subclasses implement :meth:`_encode_new`."""
 
     id: str = ""
     dim: int = 0
+    #: Labels kept (least recently used ones go first).
+    max_cache: int = 4096
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[str, str], np.ndarray] = {}
+        self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()  # the fusion worker and a command callback may encode at once
 
     def _encode_new(self, labels: list[str]) -> np.ndarray:
         raise NotImplementedError
 
     def encode(self, labels: list[str]) -> np.ndarray:
         """``[len(labels), dim]`` float32, rows L2-normalised; unseen labels are encoded once and cached."""
+        with self._lock:
+            return self._encode_cached(labels)
+
+    def _encode_cached(self, labels: list[str]) -> np.ndarray:
         missing = list(dict.fromkeys(lab for lab in labels if (self.id, lab) not in self._cache))
         if missing:
             feats = np.asarray(self._encode_new(missing), dtype=np.float32).reshape(len(missing), self.dim)
@@ -50,7 +60,12 @@ class CachedEncoder:
                 self._cache[(self.id, lab)] = f
         if not labels:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([self._cache[(self.id, lab)] for lab in labels]).astype(np.float32)
+        out = np.stack([self._cache[(self.id, lab)] for lab in labels]).astype(np.float32)
+        for lab in labels:
+            self._cache.move_to_end((self.id, lab))
+        while len(self._cache) > self.max_cache:
+            self._cache.popitem(last=False)
+        return out
 
     @property
     def cache_size(self) -> int:

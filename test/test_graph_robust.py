@@ -1,0 +1,232 @@
+"""The graph under replays, time jumps and hostile input (issue 16), each node in its own process, real middleware.
+
+Replays twice and three times, a sim-time reset, a frame a day ahead; 8UC2 on /egmt/fused; a 60 s flood of bad
+encodings; NaN and unknown parameters; a 10 KB command and 1000 commands in a second.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from egmt_ros.nodes.common import ns_to_stamp
+from graph_client import GraphClient
+from test_fusion_node import start_fusion_node
+
+NS = 1_000_000_000
+PERIOD_NS = NS // 30
+RNG = np.random.default_rng(0)
+THERMAL = RNG.integers(0, 255, (96, 128), dtype=np.uint8)
+BGR = RNG.integers(0, 255, (96, 128, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def client(ros_node):
+    c = GraphClient(ros_node, qos="reliable")
+    yield c
+    c.close()
+
+
+def play(client: GraphClient, start_ns: int, n: int, rate_hz: float = 30.0) -> set[tuple[int, int]]:
+    """``n`` thermal/RGB pairs stamped from ``start_ns`` every 1/30 s (thermal 3 ms after RGB), sent at
+    ``rate_hz``; returns the RGB stamps as (sec, nanosec)."""
+    stamps = set()
+    for i in range(n):
+        t = start_ns + i * PERIOD_NS
+        client.publish_rgb(BGR, "bgr8", t)
+        client.publish_thermal(THERMAL, "mono8", t + 3_000_000)
+        stamps.add(divmod(t, NS))
+        time.sleep(1 / rate_hz)
+    return stamps
+
+
+def fused_since(client: GraphClient, start: int, stamps: set[tuple[int, int]], settle_s: float = 2.0) -> int:
+    """Fused images from message index ``start`` on whose stamp is one of ``stamps`` (after waiting ``settle_s``)."""
+    time.sleep(settle_s)
+    return sum((m.header.stamp.sec, m.header.stamp.nanosec) in stamps for m in client.messages("/egmt/fused")[start:])
+
+
+def levels_and_messages(client: GraphClient, name: str, since: int = 0) -> list[tuple[int, str]]:
+    return [(d[0][0] if isinstance(d[0], bytes) else int(d[0]), d[1]) for d in client.diagnostics(name)[since:]]
+
+
+def test_replays_loops_and_a_frame_a_day_ahead_keep_fusing(spawn, client) -> None:
+    start_fusion_node(spawn)
+    client.wait_for_subscribers()
+    bag_start = (int(client.now()) - 100) * NS + 123_456_789  # a bag recorded 100 s ago
+    passes = []
+    for _ in range(3):  # played three times into one running graph (--loop)
+        n0 = len(client.messages("/egmt/fused"))
+        passes.append(fused_since(client, n0, play(client, bag_start, 40)))
+    assert passes[0] >= 36, passes
+    assert all(p >= 0.9 * passes[0] for p in passes[1:]), f"fused per pass: {passes}"
+    diag = client.diagnostics("fusion")[-1][2]
+    assert int(diag["sync_resets"]) >= 2 and "jumped back" in diag["last_sync_reset"]
+
+    # one pair stamped one day ahead of the node clock, then 40 good pairs
+    now_ns = int(client.now() * NS)
+    play(client, now_ns + 86_400 * NS, 1)
+    n0 = len(client.messages("/egmt/fused"))
+    good = fused_since(client, n0, play(client, now_ns + NS, 40))
+    assert good >= 35, f"{good} of 40 good pairs fused after a frame a day ahead"
+    assert int(client.diagnostics("fusion")[-1][2]["frames_future"]) == 2
+
+
+def test_sim_time_reset_keeps_fusing(spawn, client) -> None:
+    from rosgraph_msgs.msg import Clock
+
+    start_fusion_node(spawn, "use_sim_time:=true")
+    clock_pub = client.node.create_publisher(Clock, "/clock", 10)
+    client.wait_for_subscribers()
+    sim = {"ns": 200 * NS}
+    running = True
+
+    def tick() -> None:  # a bag player's --clock at 100 Hz
+        while running:
+            clock_pub.publish(Clock(clock=ns_to_stamp(sim["ns"])))
+            time.sleep(0.01)
+
+    th = threading.Thread(target=tick, daemon=True)
+    th.start()
+    try:
+        time.sleep(1.0)
+        counts = []
+        for start in (200 * NS, 5 * NS):  # the second pass: the clock goes back to 5 s (a sim-time reset)
+            sim["ns"] = start
+            time.sleep(0.3)
+            n0 = len(client.messages("/egmt/fused"))
+            stamps = set()
+            for i in range(40):
+                sim["ns"] = start + i * PERIOD_NS
+                stamps |= play(client, sim["ns"], 1)
+            counts.append(fused_since(client, n0, stamps))
+    finally:
+        running = False
+        th.join(1.0)
+    assert counts[0] >= 36 and counts[1] >= 0.9 * counts[0], f"fused before / after the reset: {counts}"
+    assert "clock jumped" in client.diagnostics("fusion")[-1][2]["last_sync_reset"]
+
+
+def test_8uc2_on_fused_keeps_entity_node_alive_with_an_error(spawn, client) -> None:
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from sensor_msgs.msg import Image
+
+    entity = spawn([sys.executable, "-m", "egmt_ros.nodes.entity_node", "--ros-args", "-p", "qos:=reliable",
+                    "-p", "diagnostics_period:=0.5", "-p", "vocabulary:=street", "-p", "bogus_name:=1"])
+    fused_pub = client.node.create_publisher(Image, "/egmt/fused", client.qos)
+    client.wait_until(lambda: fused_pub.get_subscription_count() > 0, 60, "entity_node on /egmt/fused")
+    bad = Image(height=4, width=4, encoding="8UC2", step=8, data=bytes(32))
+
+    def reported() -> bool:  # publish until seen: the first messages can be lost while discovery completes
+        fused_pub.publish(bad)
+        return any(lv == DiagnosticStatus.ERROR[0] and "8UC2" in m for lv, m in levels_and_messages(client, "entities"))
+
+    client.wait_until(reported, 20, "ERROR naming 8UC2 on /diagnostics")
+    assert entity.poll() is None, "entity_node survived 8UC2 on /egmt/fused"
+    assert any("unknown parameter 'bogus_name'" in m for _, m in levels_and_messages(client, "entities"))
+
+
+def test_bad_encoding_flood_then_good_pairs(spawn, client) -> None:
+    """60 s of distinct bad encodings on both camera topics (the issue's case killed fusion_node in 11 s)."""
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    proc = start_fusion_node(spawn)
+    client.wait_for_subscribers()
+    end, i = time.monotonic() + float(os.environ.get("EGMT_FLOOD_S", "60")), 0
+    while time.monotonic() < end:
+        stamp = client.node.get_clock().now().to_msg()
+        for pub in (client.thermal, client.rgb):
+            pub.publish(Image(height=2, width=2, encoding=f"bad{i}", step=2, data=bytes(4), header=Header(stamp=stamp)))
+        i += 1
+        if i % 50 == 0:
+            time.sleep(0.005)
+    assert proc.poll() is None, f"fusion_node died during the flood ({i} bad frames per topic)"
+    diag = client.diagnostics("fusion")[-1]
+    assert int(diag[2]["frames_rejected"]) > 100 and "unsupported encoding" in diag[1]
+    n0 = len(client.messages("/egmt/fused"))
+    fused = fused_since(client, n0, play(client, int(client.now() * NS), 30))
+    assert fused >= 27 and proc.poll() is None, f"{fused} of 30 good pairs fused after {i} bad frames per topic"
+
+
+def test_nan_and_unknown_parameters_are_rejected_with_a_reason(spawn, client) -> None:
+    from rclpy.parameter import Parameter
+    from rcl_interfaces.srv import SetParameters
+
+    start_fusion_node(spawn, "sync.slop:=.nan")
+    cli = client.node.create_client(SetParameters, "/fusion_node/set_parameters")
+    assert cli.wait_for_service(timeout_sec=60)
+
+    def set_param(name: str, value) -> tuple[bool, str]:
+        fut = cli.call_async(SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()]))
+        client.wait_until(fut.done, 10, f"set {name}")
+        r = fut.result().results[0]
+        return r.successful, r.reason
+
+    for name, value in (("sync.slop", float("nan")), ("homography", [float("nan")] * 9),
+                        ("agc.smoothing", float("inf")), ("effects.feather", float("nan"))):
+        ok, reason = set_param(name, value)
+        assert not ok and "finite" in reason, (name, reason)
+    assert set_param("sync.slop", -1.0) == (False, "sync slop must be a finite number >= 0 s, got -1.0")
+    assert set_param("sync.slp", 0.05)[0] is False
+    assert set_param("sync.slop", 0.03) == (True, "")
+    client.wait_until(lambda: client.diagnostics("fusion"), 10, "diagnostics")
+    assert "sync.slop=nan rejected" in client.diagnostics("fusion")[-1][1]  # the start-up value, replaced
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+def test_long_and_many_commands_do_not_stall_fusion(spawn, client) -> None:
+    from std_msgs.msg import String
+
+    proc = start_fusion_node(spawn, "command.use_text_encoder:=true")  # unknown words go to MiniLM, as on a robot
+    client.wait_for_subscribers(timeout=120)
+    client.wait_until(lambda: client.command.get_subscription_count() > 0, 30, "the command subscription")
+    stop = threading.Event()
+
+    def camera() -> None:
+        t = int(client.now() * NS)
+        while not stop.is_set():
+            play(client, t, 1)
+            t += PERIOD_NS
+
+    cam = threading.Thread(target=camera, daemon=True)
+    cam.start()
+    try:
+        client.command.publish(String(data="brighten the okapi"))  # warm-up: MiniLM's first call allocates
+        time.sleep(4.0)
+        quiet_p50 = float(client.diagnostics("fusion")[-1][2]["total_ms_p50"])
+        n0 = len(client.messages("/egmt/fused"))
+        words = " ".join(f"{w}{i}" for i, w in enumerate(RNG.choice(["zebra", "drop", "table", "rm", "rf"], 2000)))
+        client.command.publish(String(data=("more infrared on " + words)[:10_000]))
+        time.sleep(2.0)
+        rss = [_rss_mb(proc.pid)]
+        for burst in range(2):  # 1000 commands in 1 s, twice: memory must not grow with the second
+            for i in range(1000):
+                client.command.publish(String(data=f"more infrared on the thing{burst}x{i}"))
+                time.sleep(0.001)
+            time.sleep(3.0)
+            rss.append(_rss_mb(proc.pid))
+        busy_p50 = float(client.diagnostics("fusion")[-1][2]["total_ms_p50"])
+    finally:
+        stop.set()
+        cam.join(2.0)
+    arrivals = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in client.messages("/egmt/fused")[n0:]]
+    gaps = np.diff(arrivals)
+    feedback = [m.data for m in client.messages("/egmt/command/feedback")]
+    print(f"\ncommands: fusion p50 quiet {quiet_p50:.2f} ms, with commands {busy_p50:.2f} ms; RSS after the 10 KB "
+          f"command and each burst {rss} MB; largest stamp gap {gaps.max():.3f} s; {len(feedback)} feedback messages")
+    assert gaps.max() <= 0.5, "no gap in fused output longer than 0.5 s"
+    assert any("too long" in f for f in feedback) and all(len(f) < 400 for f in feedback)
+    assert any("too many commands" in f for f in feedback)
+    assert rss[2] - rss[1] < 10, f"memory bounded: RSS {rss} MB"
+    assert busy_p50 <= 1.2 * quiet_p50 + 0.5, (quiet_p50, busy_p50)
+    assert proc.poll() is None
