@@ -32,14 +32,15 @@ def client(ros_node):
     c.close()
 
 
-def play(client: GraphClient, start_ns: int, n: int, rate_hz: float = 30.0) -> set[tuple[int, int]]:
+def play(client: GraphClient, start_ns: int, n: int, rate_hz: float = 30.0,
+         images: tuple[np.ndarray, np.ndarray] = (THERMAL, BGR)) -> set[tuple[int, int]]:
     """``n`` thermal/RGB pairs stamped from ``start_ns`` every 1/30 s (thermal 3 ms after RGB), sent at
     ``rate_hz``; returns the RGB stamps as (sec, nanosec)."""
     stamps = set()
     for i in range(n):
         t = start_ns + i * PERIOD_NS
-        client.publish_rgb(BGR, "bgr8", t)
-        client.publish_thermal(THERMAL, "mono8", t + 3_000_000)
+        client.publish_rgb(images[1], "bgr8", t)
+        client.publish_thermal(images[0], "mono8", t + 3_000_000)
         stamps.add(divmod(t, NS))
         time.sleep(1 / rate_hz)
     return stamps
@@ -185,48 +186,57 @@ def _rss_mb(pid: int) -> float:
 
 
 def test_long_and_many_commands_do_not_stall_fusion(spawn, client) -> None:
+    """A 10 KB command, then 1000 commands in 1 s, while a 640x512 camera pair streams at 30 Hz: no gap in the fused
+    stream over 0.5 s, memory flat, and the fusion p50 of the latency window (200 frames) that holds the burst
+    within 20 % of the quiet window's before it (the issue: 27 -> 55 ms until reset)."""
     from std_msgs.msg import String
 
-    proc = start_fusion_node(spawn, "command.use_text_encoder:=true")  # unknown words go to MiniLM, as on a robot
+    proc = start_fusion_node(spawn, "command.use_text_encoder:=true",  # unknown words go to MiniLM, as on a robot
+                             "qos_depth:=5")  # a short image queue, as on a robot: a backlog is not the subject
     client.wait_for_subscribers(timeout=120)
     client.wait_until(lambda: client.command.get_subscription_count() > 0, 30, "the command subscription")
     stop = threading.Event()
+    big = (np.resize(THERMAL, (512, 640)), np.resize(BGR, (512, 640, 3)))  # a 640x512 thermal camera's size
 
     def camera() -> None:
         t = int(client.now() * NS)
         while not stop.is_set():
-            play(client, t, 1)
+            play(client, t, 1, images=big)
             t += PERIOD_NS
 
+    def p50() -> float:
+        return float(client.diagnostics("fusion")[-1][2]["total_ms_p50"])
+
+    window = 200 / 30 + 1.0  # the node's latency window: 200 frames
     cam = threading.Thread(target=camera, daemon=True)
     cam.start()
     try:
         client.command.publish(String(data="brighten the okapi"))  # warm-up: MiniLM's first call allocates
-        time.sleep(4.0)
-        quiet_p50 = float(client.diagnostics("fusion")[-1][2]["total_ms_p50"])
+        time.sleep(window)
+        quiet = p50()
         n0 = len(client.messages("/egmt/fused"))
         words = " ".join(f"{w}{i}" for i, w in enumerate(RNG.choice(["zebra", "drop", "table", "rm", "rf"], 2000)))
         client.command.publish(String(data=("more infrared on " + words)[:10_000]))
-        time.sleep(2.0)
         rss = [_rss_mb(proc.pid)]
-        for burst in range(2):  # 1000 commands in 1 s, twice: memory must not grow with the second
-            for i in range(1000):
-                client.command.publish(String(data=f"more infrared on the thing{burst}x{i}"))
-                time.sleep(0.001)
-            time.sleep(3.0)
-            rss.append(_rss_mb(proc.pid))
-        busy_p50 = float(client.diagnostics("fusion")[-1][2]["total_ms_p50"])
+        end, i = time.monotonic() + 1.0, 0
+        while time.monotonic() < end or i < 1000:  # 1000 commands in 1 s
+            client.command.publish(String(data=f"more infrared on the thing{i}"))
+            i += 1
+            time.sleep(0.0005)
+        time.sleep(window - 1.0)
+        busy = p50()
+        rss.append(_rss_mb(proc.pid))
     finally:
         stop.set()
         cam.join(2.0)
-    arrivals = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in client.messages("/egmt/fused")[n0:]]
-    gaps = np.diff(arrivals)
+    stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in client.messages("/egmt/fused")[n0:]]
+    gaps = np.diff(stamps)  # stamps follow the camera's frame count, so frames the node lost are a gap in them
     feedback = [m.data for m in client.messages("/egmt/command/feedback")]
-    print(f"\ncommands: fusion p50 quiet {quiet_p50:.2f} ms, with commands {busy_p50:.2f} ms; RSS after the 10 KB "
-          f"command and each burst {rss} MB; largest stamp gap {gaps.max():.3f} s; {len(feedback)} feedback messages")
+    print(f"\ncommands: fusion p50 quiet {quiet:.2f} ms, window with the burst {busy:.2f} ms; RSS {rss} MB; "
+          f"largest stamp gap {gaps.max():.3f} s; {i} commands sent, {len(feedback)} feedback messages")
     assert gaps.max() <= 0.5, "no gap in fused output longer than 0.5 s"
     assert any("too long" in f for f in feedback) and all(len(f) < 400 for f in feedback)
     assert any("too many commands" in f for f in feedback)
-    assert rss[2] - rss[1] < 10, f"memory bounded: RSS {rss} MB"
-    assert busy_p50 <= 1.2 * quiet_p50 + 0.5, (quiet_p50, busy_p50)
+    assert rss[1] - rss[0] < 20, f"memory bounded: RSS {rss} MB"
+    assert busy <= 1.2 * quiet, (quiet, busy)
     assert proc.poll() is None

@@ -83,7 +83,7 @@ class CommandGate:
 
     def __init__(self, max_chars: int = MAX_COMMAND_CHARS, rate_hz: float = 5.0, burst: int = 5) -> None:
         self.max_chars, self.rate_hz, self.burst = max_chars, rate_hz, burst
-        self._tokens, self._t = float(burst), time.monotonic()
+        self._tokens, self._t, self._answered = float(burst), time.monotonic(), float("-inf")
         self._lock = threading.Lock()
         self.refused = 0
 
@@ -100,7 +100,17 @@ class CommandGate:
                 self._tokens -= 1.0
                 return ""
             self.refused += 1
-            return f"not applied: {why}: {echo(text)}"
+            return f"not applied: {why}: {echo(text)} ({self.refused} refused so far)"
+
+    def should_answer(self, now: float | None = None) -> bool:
+        """Whether to publish the answer of a refusal: at most ``rate_hz`` answers a second (a flood of commands
+        must not become a flood of answers)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if now - self._answered < 1.0 / self.rate_hz:
+                return False
+            self._answered = now
+            return True
 
 
 @dataclass
