@@ -8,7 +8,7 @@ fusion method (IR grey, visible Y) -> fused Y -> region effects (TeRF) -> + visi
 and the detection inputs call, so their outputs agree byte for byte. Thread model (the node's): camera callbacks
 call ``add_thermal`` / ``add_rgb``; other callbacks call ``set_entities``, ``set_detections``, ``command``,
 ``reconfigure``; ONE worker calls ``take`` and ``fuse_pair``. Entity words are encoded by the worker (outside the
-lock), effects and the command parser are behind the engine's lock. Stamps are integer nanoseconds end to end (the
+lock), effects are behind the engine's lock, commands are parsed outside it. Stamps are integer nanoseconds end to end (the
 fused image carries its RGB frame's stamp exactly); the region effects compare them in seconds.
 """
 
@@ -33,7 +33,7 @@ from egmt_ros.fusion.methods import make_method
 from egmt_ros.fusion.registration import parse_homography, warp_thermal
 from egmt_ros.fusion.stats import LatencyWindow
 from egmt_ros.fusion.sync import Pair, StampPairer, Stamped, SyncCounters, stall_reasons
-from egmt_ros.fusion.terf import Detections, EffectStack
+from egmt_ros.fusion.terf import Detections, EffectLimitError, EffectStack
 
 #: The engine's settings and their defaults, named as the fusion node's parameters (config/egmt.yaml).
 SETTINGS: dict[str, Any] = {
@@ -219,18 +219,21 @@ class FusionEngine:
 
     # ---------------------------------------------------------------- text commands (TeRF)
     def parse(self, text: str) -> ParsedCommand:
-        """What ``text`` is understood as (nothing changes)."""
-        with self._lock:
-            return self.parser.parse(text)
+        """What ``text`` is understood as (nothing changes). Not under the engine's lock: the worker never waits
+        for a parse (the parser caps its own work, see :mod:`egmt_ros.fusion.commands`)."""
+        return self.parser.parse(text)
 
     def apply(self, cmd: ParsedCommand) -> str:
-        """Apply a parsed command (an unparseable one changes nothing); returns the answer with the active effects."""
+        """Apply a parsed command (an unparseable one changes nothing, nor a new effect beyond the limit); returns
+        the answer with the active effects."""
         with self._lock:
-            if cmd.ok:
-                if cmd.task == "reset":
+            try:
+                if cmd.ok and cmd.task == "reset":
                     self.effects.reset()
-                else:
+                elif cmd.ok:
                     self.effects.apply_command(cmd.task, cmd.region, cmd.steps)
+            except EffectLimitError as exc:
+                cmd.refused = str(exc)
             active = self.effects.describe()
         return f"{cmd.answer()} | active: {', '.join(active) if active else 'none'}"
 

@@ -24,6 +24,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from egmt_ros.core.codec import detections_to_boxes, xyxy_boxes
+from egmt_ros.fusion.commands import CommandGate
 from egmt_ros.fusion.engine import RECONFIGURABLE, SETTINGS, FusionEngine
 from egmt_ros.fusion.stats import RateMeter
 from egmt_ros.nodes.common import (CALLBACK_ERROR, ERROR, LATCHED_QOS, OK, REJECTED, WARN, EgmtNode, ns_to_stamp,
@@ -49,6 +50,7 @@ class FusionNode(EgmtNode):
         self.engine = FusionEngine.from_settings({k: param(self, k) for k in SETTINGS})
         self.rates = {k: RateMeter() for k in ("thermal", "rgb", "fused")}
         self.entity_stamp: float | None = None
+        self.command_gate = CommandGate()
         self.thermal_topic = self.resolve_topic_name("/thermal/image_raw")
         self.rgb_topic = self.resolve_topic_name("/rgb/image_raw")
         qos = qos_by_name(param(self, "qos"), param(self, "qos_depth"),
@@ -92,7 +94,7 @@ class FusionNode(EgmtNode):
                     self.engine.reconfigure(p.name, p.value)
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        answer = self._answer(command.text, self.engine.apply(command)) if command is not None else ""
+        answer = self._answer(self.engine.apply(command)) if command is not None else ""
         return SetParametersResult(successful=True, reason=answer)
 
     def _on_clock_jump(self, jump) -> None:
@@ -136,12 +138,19 @@ class FusionNode(EgmtNode):
         self.engine.set_detections(stamp_to_ns(msg.header.stamp), xyxy_boxes(detections_to_boxes(msg)))
 
     def handle_command(self, text: str) -> tuple[bool, str]:
-        """Parse and apply one command (/egmt/command); returns (applied, answer)."""
+        """Admit (length and rate caps), parse and apply one command (/egmt/command); returns (applied, answer).
+        A flood of refused commands is answered a few times a second, not once per command."""
+        refused = self.command_gate.admit(text)
+        if refused:
+            if self.command_gate.should_answer():
+                self._answer(refused)
+            return False, refused
         ok, answer = self.engine.command(text)
-        return ok, self._answer(text, answer)
+        return ok, self._answer(answer)
 
-    def _answer(self, text: str, answer: str) -> str:
-        self.get_logger().info(f"command {text!r}: {answer}")
+    def _answer(self, answer: str) -> str:
+        """Log and publish an answer (it quotes at most a short prefix of the command)."""
+        self.get_logger().info(f"command: {answer}")
         self.feedback_pub.publish(String(data=answer))
         return answer
 
