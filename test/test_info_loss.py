@@ -152,8 +152,8 @@ def test_detection_term_trains_the_fusion_network_never_the_detector(data_root: 
     loss_fn.task_loss = DetectionConsistencyLoss(det_net)
     assert not any(p is q for p in loss_fn.parameters() for q in det_net.parameters())
     assert not any("net" in k for k in loss_fn.state_dict())  # checkpoints never carry the detector
-    from egmt_ros.data.images import load_pair
-    from egmt_ros.fusion.color import split_luma
+    from egmt_ros.core.images import load_pair
+    from egmt_ros.core.color import split_luma
     ir, vi = load_pair(data_root / "msrs_train5" / "ir" / "00556D.png", data_root / "msrs_train5" / "vi" / "00556D.png")
     a, v = _t(ir[160:352, 192:448]), _t(split_luma(vi)[0][160:352, 192:448])  # people and cars, 256 x 192
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
