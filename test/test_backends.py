@@ -13,7 +13,7 @@ import torch
 
 from egmt_ros.core.images import list_pairs, load_pair, to_gray
 from egmt_ros.fusion.methods import get_method
-from egmt_ros.model.backends import BackendUnavailableError, model_hash, pad_entities
+from egmt_ros.model.backends import BackendUnavailableError, model_hash, pad_entities, resolve_dtype
 from egmt_ros.model.checkpoint import save_checkpoint
 from egmt_ros.model.config import rt_config
 from egmt_ros.model.export import export_onnx
@@ -126,6 +126,9 @@ def test_openvino_bf16_agrees_with_eager_on_the_shipped_model(pair, tmp_path: Pa
     diff = np.abs(bf.fuse(*pair) - ref.fuse(*pair)).max()
     print(f"\nopenvino {bf.backend.precision} vs torch eager float32: max diff {diff:.2e}")
     assert diff <= 1e-2
+    # the fusion node's default dtype "auto" is this bfloat16 for openvino, float32 for every other backend
+    assert (resolve_dtype("auto", "ov"), resolve_dtype("auto", "torch"), resolve_dtype("float16", "openvino")) == (
+        "bfloat16", "float32", "float16")
 
 
 def test_compile_agrees_with_eager_without_recompiling_for_new_entities(ckpt: Path, pair, eager) -> None:

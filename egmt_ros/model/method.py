@@ -6,10 +6,12 @@
   file raises FileNotFoundError naming the path.
 - ``get_method("egmt", model=PATH)`` loads any checkpoint.
 
-Both accept ``device`` ("cpu" | "cuda"), ``dtype`` (torch dtype or its name), ``text_encoder`` (an object with
-``id``, ``dim``, ``encode``; built lazily from the card's encoder id on the first non-empty
-:meth:`EGMTFuser.set_entities`) and ``backend``: ``"torch"`` (eager, the default), ``"compile"`` (torch.compile,
-per input size), ``"onnxruntime"`` (cached ONNX export) or ``"tensorrt"`` (cached engines; unverified), plus that
+Both accept ``device`` ("cpu" | "cuda"), ``dtype`` (torch dtype or its name; ``"auto"``: the backend's fastest
+within 1e-2, :func:`egmt_ros.model.backends.resolve_dtype`), ``text_encoder`` (an object with ``id``, ``dim``,
+``encode``; built lazily from the card's encoder id on the first non-empty :meth:`EGMTFuser.set_entities`) and
+``backend``: ``"torch"`` (eager, the default), ``"compile"`` (torch.compile, per input size), ``"onnxruntime"``
+(cached ONNX export), ``"openvino"`` (cached static-shape export per size; the fusion node's default) or
+``"tensorrt"`` (cached engines; unverified), plus that
 backend's options (``threads``, ``cache_dir``, ``precision``, ``force_engine_update`` ...): see
 :mod:`egmt_ros.model.backends`. Every backend gets the entity features as an input.
 """
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 
 from egmt_ros.core.color import merge_luma, split_luma
-from egmt_ros.model.backends import FuseBackend, canonical_backend, make_backend
+from egmt_ros.model.backends import FuseBackend, canonical_backend, make_backend, resolve_dtype
 from egmt_ros.model.checkpoint import load_checkpoint
 from egmt_ros.model.network import EGMT
 from egmt_ros.model.text import TextEncoder, get_encoder
@@ -56,7 +58,7 @@ class EGMTFuser:
         self.name = name
         self.card = dict(card or {})
         self.device = torch.device(device)
-        self.dtype = _dtype(dtype)
+        self.dtype = _dtype(resolve_dtype(dtype, backend) if isinstance(dtype, str) else dtype)  # "auto": per backend
         cfg = model.config
         if text_encoder is not None and (text_encoder.dim != cfg.text_dim or text_encoder.id != cfg.text_encoder):
             raise ValueError(f"model expects text encoder {cfg.text_encoder!r} ({cfg.text_dim}-d), "

@@ -54,7 +54,7 @@ from egmt_ros.model.network import EGMT
 
 __all__ = ["BACKENDS", "ALIASES", "ENTITY_POLICIES", "PRECISIONS", "BackendUnavailableError", "FuseBackend",
            "TorchBackend", "CompileBackend", "OnnxRuntimeBackend", "OpenVINOBackend", "TensorRTBackend",
-           "canonical_backend",
+           "canonical_backend", "resolve_dtype",
            "default_cache_dir", "make_backend", "model_hash", "pad_entities", "register_backend"]
 
 #: Backend name -> class, in registration order.
@@ -87,6 +87,16 @@ def canonical_backend(name: str) -> str:
         raise ValueError(f"unknown backend {name!r}; use one of {', '.join(_REGISTRY)} "
                          f"(aliases: {', '.join(f'{a}={b}' for a, b in ALIASES.items())})")
     return key
+
+
+#: ``dtype="auto"``: each backend's fastest dtype within the 1e-2 agreement bound (measured: docs/performance.md)
+AUTO_DTYPES = {"openvino": "bfloat16"}
+
+
+def resolve_dtype(dtype: str, backend: str) -> str:
+    """``"auto"`` -> :data:`AUTO_DTYPES` of ``backend`` (openvino: bfloat16, run as fp32 on a CPU without it), else
+    float32; any other value unchanged."""
+    return AUTO_DTYPES.get(canonical_backend(backend), "float32") if dtype == "auto" else dtype
 
 
 def make_backend(name: str, model: EGMT, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,

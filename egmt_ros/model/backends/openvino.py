@@ -70,8 +70,10 @@ class OpenVINOBackend(FuseBackend):
             raise ValueError(f"precision must be one of {sorted(OV_PRECISIONS)} or 'auto', got {precision!r}")
         self.precision = precision
         self.threads = int(threads) if threads else None
+        # no CPU pinning: on a robot the fusion, detection and camera processes share the cores, and a pinned
+        # thread waits for its core even when another one is idle
         self.config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": OV_PRECISIONS[precision],
-                                       "PERFORMANCE_HINT": "LATENCY"}
+                                       "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
         if self.threads:
             self.config["INFERENCE_NUM_THREADS"] = self.threads
         self.config.update(ov_config or {})
