@@ -64,6 +64,7 @@ def test_replays_loops_and_a_frame_a_day_ahead_keep_fusing(spawn, client) -> Non
     for _ in range(3):  # played three times into one running graph (--loop)
         n0 = len(client.messages("/egmt/fused"))
         passes.append(fused_since(client, n0, play(client, bag_start, 40)))
+    print(f"\nbag replayed three times into one graph: fused per pass {passes}")
     assert passes[0] >= 36, passes
     assert all(p >= 0.9 * passes[0] for p in passes[1:]), f"fused per pass: {passes}"
     diag = client.diagnostics("fusion")[-1][2]
@@ -74,6 +75,7 @@ def test_replays_loops_and_a_frame_a_day_ahead_keep_fusing(spawn, client) -> Non
     play(client, now_ns + 86_400 * NS, 1)
     n0 = len(client.messages("/egmt/fused"))
     good = fused_since(client, n0, play(client, now_ns + NS, 40))
+    print(f"a pair a day ahead, then {good} of 40 good pairs fused")
     assert good >= 35, f"{good} of 40 good pairs fused after a frame a day ahead"
     assert int(client.diagnostics("fusion")[-1][2]["frames_future"]) == 2
 
@@ -111,6 +113,40 @@ def test_sim_time_reset_keeps_fusing(spawn, client) -> None:
         th.join(1.0)
     assert counts[0] >= 36 and counts[1] >= 0.9 * counts[0], f"fused before / after the reset: {counts}"
     assert "clock jumped" in client.diagnostics("fusion")[-1][2]["last_sync_reset"]
+
+
+def test_bag_looped_with_sim_time_keeps_fusing(spawn, client, tmp_path) -> None:
+    """The issue's case with the real player: ``play --loop --clock`` into fusion_node with use_sim_time (it fused
+    35, 5, 1, 1, 1, 0 per pass): every pass after the first fuses >= 90 % as many pairs as the first."""
+    import signal
+
+    from rosbag_tools.make_bag import make_bag
+    from test_rosbag_play import START, write_pairs
+
+    write_pairs(tmp_path / "pairs", 30, (128, 96))
+    make_bag(tmp_path / "bag", pairs=tmp_path / "pairs", rate=10.0, start_time=START, progress=False)
+    start_fusion_node(spawn, "use_sim_time:=true")
+    client.wait_for_subscribers()
+    player = spawn([sys.executable, "-m", "rosbag_tools.play", str(tmp_path / "bag"), "--loop", "--clock",
+                    "--qos", "reliable", "--wait-for", "/rgb/image_raw:fusion_node", "--no-progress"], name="play")
+    passes: list[int] = [0]
+
+    def three_passes() -> bool:
+        passes[:] = [0]
+        last = None
+        for m in client.messages("/egmt/fused"):  # a pass ends where the fused stamps go back
+            t = (m.header.stamp.sec, m.header.stamp.nanosec)
+            if last is not None and t < last:
+                passes.append(0)
+            passes[-1] += 1
+            last = t
+        return len(passes) >= 4  # three whole passes and the start of a fourth
+
+    client.wait_until(three_passes, 90, "three passes of the looped bag")
+    player.send_signal(signal.SIGINT)
+    print(f"\nlooped bag with sim time: fused per pass {passes}")
+    assert passes[0] >= 27, passes
+    assert all(p >= 0.9 * passes[0] for p in passes[1:3]), f"fused per pass: {passes}"
 
 
 def test_8uc2_on_fused_keeps_entity_node_alive_with_an_error(spawn, client) -> None:
