@@ -43,6 +43,20 @@ def seconds_to_ns(seconds: float, name: str = "duration") -> int:
     return round(s * NS_PER_S)
 
 
+class _Duration:
+    """A duration attribute set in seconds (finite, >= 0, else ValueError naming it) and kept as integer ns in
+    ``_<name>_ns``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else getattr(obj, f"_{self.name}_ns") / NS_PER_S
+
+    def __set__(self, obj: Any, seconds: float) -> None:
+        setattr(obj, f"_{self.name}_ns", seconds_to_ns(seconds, f"sync {self.name.replace('_', ' ')}"))
+
+
 @dataclass
 class Stamped(Generic[T]):
     """A payload with its header stamp (integer ns) and the local receive time (monotonic seconds)."""
@@ -111,22 +125,8 @@ class StampPairer:
         self._ready = threading.Condition(self._lock)
         self.counters = SyncCounters()
 
-    # durations: validated seconds outside, integer ns inside
-    @property
-    def slop(self) -> float:
-        return self._slop_ns / NS_PER_S
-
-    @slop.setter
-    def slop(self, seconds: float) -> None:
-        self._slop_ns = seconds_to_ns(seconds, "sync slop")
-
-    @property
-    def reorder_window(self) -> float:
-        return self._reorder_ns / NS_PER_S
-
-    @reorder_window.setter
-    def reorder_window(self, seconds: float) -> None:
-        self._reorder_ns = seconds_to_ns(seconds, "sync reorder window")
+    slop = _Duration()
+    reorder_window = _Duration()
 
     @property
     def max_future(self) -> float:
@@ -173,7 +173,7 @@ class StampPairer:
                 c.last_future_lead = (item.stamp - now_ns) / NS_PER_S
                 return None
             last = self._last_pair_stamp
-            if last is not None and item.stamp < last - max(self._slop_ns, self._reorder_ns):
+            if last is not None and item.stamp < last - max(self._slop_ns, self._reorder_window_ns):
                 c.stale += 1
                 c.last_stale_age = (last - item.stamp) / NS_PER_S
                 self._stale_run += 1
@@ -185,7 +185,7 @@ class StampPairer:
             partners = self._q[other]
             best = min(partners, key=lambda p: abs(p.stamp - item.stamp), default=None)
             if best is None or abs(best.stamp - item.stamp) > self._slop_ns:
-                self._expire(item.stamp - self._slop_ns - self._reorder_ns)  # too old for in-order partners
+                self._expire(item.stamp - self._slop_ns - self._reorder_window_ns)  # too old for in-order partners
                 q = self._q[side]
                 q.append(item)
                 while len(q) > self.queue_size:
@@ -195,7 +195,7 @@ class StampPairer:
             pair = Pair(thermal=item, rgb=best) if side == "thermal" else Pair(thermal=best, rgb=item)
             partners.remove(best)
             newest = pair.stamp if last is None else max(last, pair.stamp)
-            self._expire(newest - self._reorder_ns)
+            self._expire(newest - self._reorder_window_ns)
             c.paired += 1
             self._last_pair_stamp = newest
             if self._slot is not None:
