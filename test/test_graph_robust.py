@@ -78,6 +78,11 @@ def test_replays_loops_and_a_frame_a_day_ahead_keep_fusing(spawn, client) -> Non
     print(f"a pair a day ahead, then {good} of 40 good pairs fused")
     assert good >= 35, f"{good} of 40 good pairs fused after a frame a day ahead"
     assert int(client.diagnostics("fusion")[-1][2]["frames_future"]) == 2
+    # a camera whose clock runs a day ahead: frames arrive, nothing fuses, and /diagnostics says why
+    n_diag = len(client.diagnostics("fusion"))
+    play(client, now_ns + 86_400 * NS, 90)
+    stalled = [(lv, m) for lv, m in levels_and_messages(client, "fusion", n_diag) if "nothing fused" in m]
+    assert stalled and stalled[-1][0] == 1 and "future: " in stalled[-1][1], stalled[-1:]
 
 
 def test_sim_time_reset_keeps_fusing(spawn, client) -> None:
@@ -186,6 +191,7 @@ def test_bad_encoding_flood_then_good_pairs(spawn, client) -> None:
     assert proc.poll() is None, f"fusion_node died during the flood ({i} bad frames per topic)"
     diag = client.diagnostics("fusion")[-1]
     assert int(diag[2]["frames_rejected"]) > 100 and "unsupported encoding" in diag[1]
+    assert "nothing fused yet while frames arrive: rejected: " in diag[1], diag[1]
     n0 = len(client.messages("/egmt/fused"))
     fused = fused_since(client, n0, play(client, int(client.now() * NS), 30))
     assert fused >= 27 and proc.poll() is None, f"{fused} of 30 good pairs fused after {i} bad frames per topic"

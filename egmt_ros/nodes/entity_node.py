@@ -128,7 +128,7 @@ class EntityNode(EgmtNode):
         if not ok:
             return
         self.keyframes += 1
-        images = {"fused": img.copy()} | {k: v for k, v in self.latest.items()}
+        images = {"fused": img.copy()} | dict(self.latest)  # one atomic copy: callbacks may add meanwhile
         self.jobs.put((stamp, images))
 
     # ---------------------------------------------------------------- worker
