@@ -216,6 +216,8 @@ def test_nan_and_unknown_parameters_are_rejected_with_a_reason(spawn, client) ->
         ok, reason = set_param(name, value)
         assert not ok and "finite" in reason, (name, reason)
     assert set_param("sync.slop", -1.0) == (False, "sync slop must be a finite number >= 0 s, got -1.0")
+    assert set_param("command.min_similarity", 3.0) == (False, "command.min_similarity must be a number in [-1, 1], "
+                                                               "got 3.0")
     assert set_param("sync.slp", 0.05)[0] is False
     assert set_param("sync.slop", 0.03) == (True, "")
     client.wait_until(lambda: client.diagnostics("fusion"), 10, "diagnostics")

@@ -63,6 +63,20 @@ RECONFIGURABLE = ("sync.slop", "sync.reorder_window", "sync.max_future", "homogr
 STALL_S = 2.0
 
 
+#: Allowed ranges of the numeric settings the pairer, the AGC and the homography do not check themselves.
+RANGES: dict[str, tuple[float, float]] = {"effects.feather": (0.0, 1e4), "effects.max_detection_age": (0.0, 1e6),
+                                          "command.min_similarity": (-1.0, 1.0)}
+
+
+def in_range(name: str, value: Any) -> float:
+    """``value`` as a float if it lies in ``RANGES[name]``; ValueError with the reason otherwise (NaN included)."""
+    lo, hi = RANGES[name]
+    v = float(value)
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}], got {value!r}")
+    return v
+
+
 def thermal_to_gray(frame: np.ndarray) -> np.ndarray:
     """Single-channel view of a thermal frame (a bgr8 thermal camera gives its luma)."""
     if frame.ndim == 2:
@@ -167,11 +181,11 @@ class FusionEngine:
                    "agc.smoothing": agc.smoothing, name: float(value)}
             self.agc = ThermalAGC(new["agc.low_percentile"], new["agc.high_percentile"], new["agc.smoothing"])
         elif name == "effects.feather":
-            self.effects.feather = float(value)
+            self.effects.feather = in_range(name, value)
         elif name == "effects.max_detection_age":
-            self.effects.max_detection_age = float(value)
+            self.effects.max_detection_age = in_range(name, value)
         elif name == "command.min_similarity":
-            self.parser.min_similarity = float(value)
+            self.parser.min_similarity = in_range(name, value)
         else:
             raise ValueError(f"{name} cannot change while running")
 
