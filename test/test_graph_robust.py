@@ -287,3 +287,63 @@ def test_long_and_many_commands_do_not_stall_fusion(spawn, client) -> None:
     assert rss[1] - rss[0] < 20, f"memory bounded: RSS {rss} MB"
     assert busy <= 1.2 * max(quiet), (quiet, busy)
     assert proc.poll() is None
+
+
+def test_exception_in_any_callback_is_an_error_on_diagnostics_and_the_node_lives(ros_context, ros_node) -> None:
+    """The base class's boundary: a subscription callback, a service and the worker that raise, on real middleware
+    (a publisher and a service client in another node): ERROR with the exception, counted, the node keeps going."""
+    from diagnostic_msgs.srv import AddDiagnostics
+    from rclpy.executors import MultiThreadedExecutor
+    from std_msgs.msg import String
+
+    from egmt_ros.nodes.common import ERROR, OK, EgmtNode
+
+    class Fragile(EgmtNode):
+        def __init__(self) -> None:
+            super().__init__("fragile_node", {"diagnostics_period": 0.2}, context=ros_context)
+            self.seen: list[str] = []
+            self.create_subscription(String, "/boom", self.on_text, 10)
+            self.create_service(AddDiagnostics, "~/boom", lambda req, resp: 1 / 0)
+            self.worker_calls = 0
+            self.start()
+
+        def on_text(self, msg: String) -> None:
+            self.seen.append(msg.data)
+            if msg.data.startswith("bad"):
+                raise ValueError(f"cannot take {msg.data}")
+
+        def work_once(self) -> None:
+            self.worker_calls += 1
+            if self.worker_calls == 1:
+                raise RuntimeError("worker hiccup")
+            time.sleep(0.05)
+
+        def status(self):
+            return OK, "fine", {}
+
+    node = Fragile()
+    executor = MultiThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    executor.add_node(ros_node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        pub = ros_node.create_publisher(String, "/boom", 10)
+        cli = ros_node.create_client(AddDiagnostics, "/fragile_node/boom")
+        assert cli.wait_for_service(timeout_sec=20)
+        end = time.monotonic() + 20
+        while len(node.seen) < 6 and time.monotonic() < end:
+            pub.publish(String(data=f"bad{len(node.seen)}" if len(node.seen) < 5 else "good"))
+            time.sleep(0.05)
+        fut = cli.call_async(AddDiagnostics.Request(load_namespace="x"))
+        end = time.monotonic() + 10
+        while not fut.done() and time.monotonic() < end:
+            time.sleep(0.05)
+        level, message, values = node.full_status()
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+    assert node.seen[-1] == "good" and fut.done() and not fut.result().success  # answered, with the empty response
+    assert level == ERROR and "callback of /boom failed: ValueError: cannot take bad" in message
+    assert "service ~/boom failed: ZeroDivisionError" in message, message
+    assert values["callback_errors"] >= 7 and node.worker_calls > 1  # 5 callbacks, 1 service, 1 worker
