@@ -170,3 +170,24 @@ def test_detection_term_trains_the_fusion_network_never_the_detector(data_root: 
     opt.step()
     assert all(p.grad is None and not p.requires_grad for p in det_net.parameters())
     assert all(torch.equal(before[k], v) for k, v in det_net.state_dict().items())
+
+
+def test_degraded_visible_crops_move_the_target_to_ir() -> None:
+    vi = (0.45 + _texture(96, 96, 0.2, period=12)).astype(np.float32)   # textured daylight scene
+    ir = (0.35 + _texture(96, 96, 0.08, period=16)).astype(np.float32)
+    _, w_clean = L.information_target(_t(ir), _t(vi))
+    dark = 0
+    for seed in range(12):
+        deg, trust = ds.degrade_visible(vi, np.random.default_rng(seed))
+        assert deg.shape == vi.shape and deg.dtype == np.float32 and 0 <= deg.min() and deg.max() <= 1
+        assert trust.shape == vi.shape and 0 <= trust.min() and trust.max() <= 1
+        if deg.mean() < 0.2:                                   # darkness: visible detections barely trusted
+            dark += 1
+            assert np.allclose(trust, 0.2)
+        else:                                                  # veil / glare: the contrast goes with the trust
+            opaque = trust < 0.3
+            if opaque.sum() > 50:
+                assert deg[opaque].std() < 0.5 * vi[opaque].std()
+        _, w_deg = L.information_target(_t(ir), _t(deg))
+        assert float(w_deg.mean()) > float(w_clean.mean())   # less visible information: more IR in the target
+    assert 0 < dark < 12

@@ -11,7 +11,8 @@
 - Data: ``--data`` pair / sequence folders and ``--videos`` video folders (frames every ``--video-every``);
   the test set (tno*) and LLVIP are refused unless ``--allow-test-data`` / ``--allow-restricted-data``.
   A deterministic held-out split by scene (``--val-fraction``). Patches: random ``crop`` crops (``--repeats`` per
-  image and epoch), or the paper's fixed sliding step (``--sliding-step S``).
+  image and epoch), or the paper's fixed sliding step (``--sliding-step S``); ``--degrade P`` veils (smoke/fog),
+  darkens or glares the visible crop with probability P (``egmt_ros.data.datasets.degrade_visible``).
 - Entities / labels: ``--entities`` annotation files (format in :mod:`egmt_ros.data.datasets`); entity texts are
   encoded with the config's text encoder (all-MiniLM-L6-v2) once per label. The class list of the multi-label head
   is the first annotation file's. Without annotations the multi-label head gets no loss (said in the log).
@@ -57,8 +58,9 @@ from egmt_ros.core.images import load_pair, to_uint8
 from egmt_ros.model.config import EGMTConfig, paper_config, rt_config
 
 LOG = logging.getLogger("egmt_ros.train")
-#: Metrics where lower is better (for ``--best-metric``).
-LOWER_IS_BETTER = {"loss", "Nabf", "nabf"}
+#: Metrics where lower is better (for ``--best-metric``): the loss and its parts (``ssim`` is the loss part, ``SSIM``
+#: the fusion metric), Nabf.
+LOWER_IS_BETTER = {"loss", "fus", "int", "edge", "ssim", "det", "cla", "Nabf", "nabf"}
 
 
 # --------------------------------------------------------------------------- arguments
@@ -81,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sliding-step", type=int, default=None,
                     help="paper mode: every crop window of this fixed step instead of random crops")
     ap.add_argument("--repeats", type=int, default=1, help="random crops per image and epoch")
+    ap.add_argument("--degrade", type=float, default=0.0,
+                    help="probability of a smoke/fog, darkness or glare degradation of a visible training crop")
     ap.add_argument("--val-fraction", type=float, default=0.1, help="held-out fraction (by scene, deterministic)")
     ap.add_argument("--val-images", type=int, default=8, help="validation images scored with the metric suite")
     ap.add_argument("--val-size", type=int, default=256, help="long side of the validation images (pixels)")
@@ -359,7 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = "sliding" if args.sliding_step else "random"
     train_ds = PairFolderDataset(train_s, crop=cfg.crop, mode=mode, stride=cfg.crop_stride, repeats=args.repeats,
                                  classes=cfg.class_names, records=records, text_features=text_features,
-                                 text_dim=cfg.text_dim, max_entities=cfg.max_entities, seed=args.seed + rank)
+                                 text_dim=cfg.text_dim, max_entities=cfg.max_entities, seed=args.seed + rank,
+                                 degrade=args.degrade)
     if cfg.use_mt and records and train_ds.num_labelled < len(train_ds.samples):
         LOG.warning("%d of %d training pairs have no annotation record (their classification loss is skipped)",
                     len(train_ds.samples) - train_ds.num_labelled, len(train_ds.samples))
@@ -391,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = list(model.parameters()) + [p for p in loss_fn.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     epoch, step, step_in_epoch = 0, 0, 0
-    best = math.inf
+    best = math.inf if args.best_metric in LOWER_IS_BETTER else -math.inf
     history: list[dict[str, Any]] = []
     if resume_raw is not None:
         model.load_state_dict(resume_raw["state_dict"])
@@ -404,7 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             loss_fn.load_state_dict(extra["loss_state"])
         epoch, step = int(extra.get("epoch", 0)), int(extra.get("step", 0))
         step_in_epoch = int(extra.get("step_in_epoch", 0))
-        best = float(extra.get("best", math.inf))
+        if extra.get("best_metric", args.best_metric) == args.best_metric:  # another metric: start afresh
+            best = float(extra.get("best", math.inf))
         history = list(extra.get("history", []))
         LOG.info("resumed %s at epoch %d, step %d", args.resume, epoch, step)
     net: torch.nn.Module = model

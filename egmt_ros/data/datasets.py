@@ -335,6 +335,33 @@ def entity_region_maps(record: dict[str, Any] | None, h: int, w: int) -> np.ndar
     return out
 
 
+def degrade_visible(vi: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A visible luma crop (float [0, 1]) degraded as smoke / fog, darkness or glare would, and the per-pixel trust
+    left in its detections (1 - the veil's opacity; 0.2 in darkness) for the visible entity-box mask.
+
+    - smoke / fog (60 %): ``vi (1 - a) + A a`` with an airlight ``A`` in [0.55, 0.95] and an opacity map ``a``
+      smooth over the crop (a random 3 x 3 to 6 x 6 grid of values up to ``a_max`` in [0.6, 0.97], bicubic);
+    - darkness (25 %): ``vi * g`` with ``g`` in [0.03, 0.25] plus sensor noise (std 0.01);
+    - glare (15 %): a saturated Gaussian blob (sigma 1/6 to 1/3 of the crop) blended towards white.
+    The training target is computed from the degraded image, so the network learns to take what the veil hides
+    from the IR image (the information-aware objective sees the visible information drop)."""
+    h, w = vi.shape
+    kind = rng.random()
+    if kind < 0.6:
+        g = int(rng.integers(3, 7))
+        grid = rng.uniform(0.0, rng.uniform(0.6, 0.97), (g, g)).astype(np.float32)
+        a = np.clip(cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
+        air = float(rng.uniform(0.55, 0.95))
+        return (vi * (1.0 - a) + air * a).astype(np.float32), (1.0 - a).astype(np.float32)
+    if kind < 0.85:
+        dark = vi * float(rng.uniform(0.03, 0.25)) + rng.normal(0.0, 0.01, vi.shape)
+        return np.clip(dark, 0.0, 1.0).astype(np.float32), np.full_like(vi, 0.2, dtype=np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    cy, cx, sig = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(1 / 6, 1 / 3) * max(h, w)
+    a = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sig ** 2)).astype(np.float32)
+    return np.clip(vi * (1.0 - a) + a, 0.0, 1.0).astype(np.float32), (1.0 - a).astype(np.float32)
+
+
 # --------------------------------------------------------------------------- patches
 
 def pad_to(img: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -370,7 +397,8 @@ class PairFolderDataset(Dataset):
 
     ``mode``:
       - ``"random"``: one random ``crop x crop`` patch (plus a random horizontal flip) per image and access;
-        ``repeats`` accesses per image and epoch (cheap CPU training);
+        ``repeats`` accesses per image and epoch (cheap CPU training); with probability ``degrade`` the visible
+        crop is veiled, darkened or glared (:func:`degrade_visible`);
       - ``"sliding"``: every window of a fixed sliding step ``stride`` (the paper's 448 crops), no flip;
       - ``"full"``: the whole image (batch size 1 or equal sizes; for validation).
     Images are decoded once and kept in memory as uint8 (``cache_images``).
@@ -380,13 +408,14 @@ class PairFolderDataset(Dataset):
                  repeats: int = 1, classes: Sequence[str] = (),
                  records: dict[tuple[str, str], dict[str, Any]] | None = None,
                  text_features: Callable[[Sequence[str]], np.ndarray] | None = None, text_dim: int = 384,
-                 max_entities: int = 16, seed: int = 0, cache_images: bool = True) -> None:
+                 max_entities: int = 16, seed: int = 0, cache_images: bool = True, degrade: float = 0.0) -> None:
         if mode not in ("random", "sliding", "full"):
             raise ValueError(f"mode must be random, sliding or full, got {mode!r}")
         if not samples:
             raise ValueError("no samples")
         self.samples = list(samples)
         self.crop, self.mode, self.stride, self.repeats = int(crop), mode, int(stride), int(repeats)
+        self.degrade = float(degrade)
         self.classes = list(classes)
         self.records = records or {}
         self.text_dim = int(text_dim)
@@ -466,9 +495,15 @@ class PairFolderDataset(Dataset):
             reg = reg[:, y:y + self.crop, x:x + self.crop]
             if self.mode == "random" and self.rng.random() < 0.5:
                 ir, vi, reg = ir[:, ::-1], vi[:, ::-1], reg[:, :, ::-1]
-        to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32) / 255.0)[None]  # noqa: E731
+        ir = np.ascontiguousarray(ir, dtype=np.float32) / 255.0
+        vi = np.ascontiguousarray(vi, dtype=np.float32) / 255.0
+        reg = np.array(reg, dtype=np.float32)
+        if self.mode == "random" and self.degrade > 0 and self.rng.random() < self.degrade:
+            vi, trust = degrade_visible(vi, self.rng)
+            reg[1] *= trust
         ent = torch.from_numpy(self._ent[i])
-        return {"ir": to_t(ir), "vi_y": to_t(vi), "regions": torch.from_numpy(np.ascontiguousarray(reg)), "ent": ent,
+        return {"ir": torch.from_numpy(ir)[None], "vi_y": torch.from_numpy(vi)[None],
+                "regions": torch.from_numpy(reg), "ent": ent,
                 "ent_mask": torch.ones(ent.shape[0], dtype=torch.bool),
                 "labels": torch.from_numpy(self._labels[i]), "has_labels": torch.tensor(self._has[i]),
                 "name": f"{self.samples[i].dataset}/{self.samples[i].name}"}
