@@ -268,3 +268,48 @@ def test_text_commands_change_only_person_boxes_and_reset(spawn, client, pair) -
     assert np.abs(out[mask == 1].astype(int) - plain[mask == 1]).mean() > 1.0, "unparseable changed nothing"
     out, fb = run("reset")
     assert fb.startswith("applied") and np.array_equal(out, plain)
+
+
+def test_command_parameter_through_the_parameter_client(spawn, client, pair) -> None:
+    """``ros2 param set /fusion_node command "..."`` from another process (rclpy's parameter client): an understood
+    command is accepted, answered on the feedback topic (rclpy drops the reason of a successful set) and changes the
+    fused image; one the parser does not understand is refused with the parser's reason and changes nothing."""
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    thermal, bgr = pair
+    start_fusion_node(spawn)
+    client.wait_for_subscribers()
+    params = AsyncParameterClient(client.node, "fusion_node")
+    assert params.wait_for_services(timeout_sec=30)
+
+    def set_command(text: str):
+        future = params.set_parameters([Parameter("command", value=text)])
+        client.wait_until(future.done, 20, f"the answer to command {text!r}")
+        return future.result().results[0]
+
+    def fused_now() -> np.ndarray:
+        stamp = client.node.get_clock().now().nanoseconds
+        client.publish_thermal(thermal, "mono8", stamp)
+        client.publish_rgb(bgr, "bgr8", stamp)
+
+        def frame() -> Image | None:
+            return next((m for m in client.messages("/egmt/fused")
+                         if m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec == stamp), None)
+
+        client.wait_until(lambda: frame() is not None, 20, "the fused image of the new pair")
+        return image_to_numpy(frame())
+
+    plain = expected_fused(thermal, bgr)
+    assert np.array_equal(fused_now(), plain)
+    assert set_command("brighten everything").successful
+    client.wait_until(lambda: any(m.data.startswith("applied") and "brighten x1 on everything" in m.data
+                                  for m in client.messages("/egmt/command/feedback")), 10,
+                      "the feedback of the parameter's command")
+    brighter = fused_now()
+    assert brighter.mean() > plain.mean() + 2.0, (brighter.mean(), plain.mean())
+    result = set_command("sing me a song")
+    assert not result.successful and result.reason.startswith("not applied") and "no known task" in result.reason
+    assert np.array_equal(fused_now(), brighter), "a refused command changes nothing"
+    result = set_command("reset")
+    assert result.successful and np.array_equal(fused_now(), plain)

@@ -137,3 +137,35 @@ def test_agc_nan_rows_do_not_hide_valid_values() -> None:
     frame[1::4] = np.linspace(0, 1000, 64, dtype=np.float32)  # only rows the 4x subsample grid skips are valid
     out = ThermalAGC(subsample=4)(frame)
     assert out.max() == 1.0 and out[1].min() == 0.0
+
+
+def test_fuse_cli_bench_and_engine_give_the_same_bytes(data_root, tmp_path) -> None:
+    """One pair, the callers of the one fusion path: the fuse CLI's file, the engine's frame (what fusion_node
+    publishes, test_fusion_node checks that, and what bench_pipeline times) and the bench's scored image are the
+    same bytes, in colour and in grey."""
+    import cv2
+
+    from egmt_ros.cli.bench import PairJob, score_pair
+    from egmt_ros.cli.fuse import main as fuse_main
+    from egmt_ros.core.images import to_gray
+    from egmt_ros.fusion.methods import get_method
+    from egmt_ros.metrics import fusion as fm
+
+    _, ir_p, vi_p = list_pairs(data_root / "roadscene")[3]
+    ir, vi = load_pair(ir_p, vi_p)
+    thermal = to_uint8(ir)
+    frames = {"colour": np.ascontiguousarray(to_uint8(vi)[:, :, ::-1]), "grey": to_uint8(to_gray(vi))}
+    for kind, rgb in frames.items():
+        for sub, img in (("ir", thermal), ("vi", rgb)):
+            (tmp_path / kind / sub).mkdir(parents=True)
+            assert cv2.imwrite(str(tmp_path / kind / sub / "pair.png"), img)
+        assert fuse_main(["--ir", str(tmp_path / kind / "ir"), "--vi", str(tmp_path / kind / "vi"), "--out",
+                          str(tmp_path / kind / "out"), "--method", "average"]) == 0
+        cli = cv2.imread(str(tmp_path / kind / "out" / "pair.png"), cv2.IMREAD_UNCHANGED)
+        engine = FusionEngine(get_method("average")).process(thermal, rgb, "bgr8")
+        assert engine.encoding == ("bgr8" if kind == "colour" else "mono8")
+        assert np.array_equal(cli, engine.image), kind
+    job = PairJob(0, "pair", tmp_path / "grey" / "ir" / "pair.png", tmp_path / "grey" / "vi" / "pair.png",
+                  [("average", "run")], {}, True)
+    bench = score_pair(job, {"average": get_method("average")}, fm, ["EN"]).images[2]
+    assert np.array_equal(bench, cli)

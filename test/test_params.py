@@ -19,3 +19,23 @@ def test_yaml_matches_node_defaults(name: str, module) -> None:
     assert params == module.DEFAULTS
     for key, value in module.DEFAULTS.items():  # same types too (ROS parameters are typed)
         assert type(params[key]) is type(value), key
+
+
+def test_qos_auto_follows_the_publishers() -> None:
+    """``qos: auto`` (the fusion node's default): reliable when every publisher found is reliable, else best effort
+    (which matches any publisher), as image_pipeline does."""
+    from types import SimpleNamespace
+
+    from rclpy.qos import ReliabilityPolicy
+
+    from egmt_ros.nodes.common import qos_by_name
+
+    def pub(reliability: ReliabilityPolicy) -> SimpleNamespace:
+        return SimpleNamespace(qos_profile=SimpleNamespace(reliability=reliability))
+
+    reliable, best_effort = ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT
+    chosen = qos_by_name("auto", 7, [pub(reliable), pub(reliable)])
+    assert chosen.reliability == reliable and chosen.depth == 7
+    assert qos_by_name("auto", 7, [pub(reliable), pub(best_effort)]).reliability == best_effort
+    assert qos_by_name("auto", 7, []).reliability == best_effort
+    assert fusion_node.DEFAULTS["qos"] == "auto"

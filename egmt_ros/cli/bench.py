@@ -44,6 +44,7 @@ from egmt_ros import report
 from egmt_ros.cli.common import output_folder
 from egmt_ros.core.color import split_luma
 from egmt_ros.core.images import IMAGE_EXTS, check_pair, list_pairs, load_image, load_pair, to_uint8
+from egmt_ros.fusion.engine import fuse_images
 from egmt_ros.fusion.methods import FusionMethod, available, get_method
 
 SHEET_MAX_BYTES = 1_500_000
@@ -301,7 +302,7 @@ def score_pair(job: PairJob, methods: dict[str, FusionMethod], fm, metrics: list
     scores: dict[str, dict[str, float]] = {}
     for name, kind in job.entries:
         if kind == "run":
-            fused_u8 = to_uint8(methods[name].fuse(ir, vi_y))
+            fused_u8 = to_uint8(fuse_images(methods[name], ir, vi_y))  # the one fusion path, grey visible
         elif name in job.fused_paths:
             fused_u8 = _load_fused_u8(job.fused_paths[name], ir.shape)
         else:

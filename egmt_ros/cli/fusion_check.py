@@ -23,8 +23,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from egmt_ros.core.color import split_luma
 from egmt_ros.core.images import list_pairs, load_pair, to_uint8
-from egmt_ros.core.color import merge_luma, split_luma
+from egmt_ros.fusion.engine import fuse_images
 from egmt_ros.fusion.methods import FusionMethod, get_method
 
 
@@ -89,8 +90,7 @@ def _tile(img: np.ndarray, width: int, caption: str) -> np.ndarray:
 
 def fused_rgb(method: FusionMethod, ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
     """The method's fused luma with the visible chroma (grey visible: grey out)."""
-    y, cbcr = split_luma(vi)
-    return merge_luma(method.fuse(ir, y), cbcr)
+    return fuse_images(method, ir, vi)
 
 
 def contact_sheet(rows: Sequence[tuple[str, np.ndarray, np.ndarray]], methods: dict[str, FusionMethod],

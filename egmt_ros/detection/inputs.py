@@ -1,8 +1,9 @@
 """What the detector sees for a named input: a fused image (any registered fusion method) or one modality.
 
 ``ir`` is the infrared image alone (grey), ``vi`` the visible image alone; any other name is a fusion method from
-``egmt_ros.fusion.methods``: it fuses IR with the visible luma and the result takes the visible chroma
-(``egmt_ros.core.color``), so a colour visible image gives a colour fused image.
+``egmt_ros.fusion.methods``, run through the one fusion path (:func:`egmt_ros.fusion.engine.fuse_images`): it fuses
+IR with the visible luma and the result takes the visible chroma, so a colour visible image gives a colour fused
+image.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from egmt_ros.core.color import merge_luma, split_luma
 from egmt_ros.core.images import load_image, load_pair, save_image
+from egmt_ros.fusion.engine import fuse_images
 from egmt_ros.fusion.methods import get_method
 
 #: Single-modality input names (not fusion methods).
@@ -52,8 +53,7 @@ class DetectorInput:
             return ir
         if self.name == "vi":
             return vi
-        vi_y, cbcr = split_luma(vi)
-        return merge_luma(self.method.fuse(ir, vi_y), cbcr)
+        return fuse_images(self.method, ir, vi)
 
 
 def _file_sig(path: Path) -> str:

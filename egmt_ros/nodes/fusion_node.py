@@ -4,7 +4,7 @@ Topics: /thermal/image_raw, /rgb/image_raw (in), /egmt/entities (latched vision_
 /egmt/detections (vision_msgs/Detection2DArray: regions for text commands, in), /egmt/command (std_msgs/String, in),
 /egmt/fused (out), /egmt/command/feedback (std_msgs/String, out), /diagnostics (out).
 Text commands also come as the ``command`` parameter: ``ros2 param set /fusion_node command "more infrared on the
-people"`` is refused with the parser's reason when it cannot be understood.
+people"`` is refused with the parser's reason when it cannot be understood, else answered on the feedback topic.
 
 The node is parameters, subscriptions, publishing and diagnostics; the work is :class:`egmt_ros.fusion.engine.
 FusionEngine`'s. Subscriptions only convert and enqueue (newest pair wins); a worker thread fuses, so a slow model
