@@ -140,7 +140,8 @@ def test_paper_objective_prefers_the_average_the_info_objective_does_not(data_ro
 
 
 def test_detection_term_trains_the_fusion_network_never_the_detector(data_root: Path) -> None:
-    from egmt_ros.model.detection_loss import DetectionConsistencyLoss, load_frozen_yolov5
+    from egmt_ros.detection.yolov5_backend import load_frozen_yolov5
+    from egmt_ros.model.detection_loss import DetectionConsistencyLoss
     from egmt_ros.model.network import EGMT
 
     with pytest.raises(ValueError, match="pickle"):

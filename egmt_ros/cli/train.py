@@ -387,7 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = EGMT(cfg).to(device)
     loss_fn = EGMTLoss(cfg).to(device)
     if cfg.det_weight > 0:
-        from egmt_ros.model.detection_loss import DetectionConsistencyLoss, load_frozen_yolov5
+        from egmt_ros.detection.yolov5_backend import load_frozen_yolov5
+        from egmt_ros.model.detection_loss import DetectionConsistencyLoss
 
         loss_fn.task_loss = DetectionConsistencyLoss(load_frozen_yolov5(args.det_weights, device, args.trust_pickle))
     lab = train_ds.label_matrix()

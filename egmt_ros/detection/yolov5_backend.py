@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from egmt_ros.detection.detector import TRUST_HINT, Detection, Detector, UntrustedWeightsError, to_detector_input
 from egmt_ros.paths import data_root
@@ -142,3 +142,13 @@ class YOLOv5Detector(Detector):
                                                                                    float(y2)))
                             for x1, y1, x2, y2, s, c in rows])
         return results
+
+
+def load_frozen_yolov5(weights: str | None = None, device: str | torch.device = "cpu",
+                       trust_pickle: bool = False) -> nn.Module:
+    """The YOLOv5 network of ``weights`` (default: the data root's yolov5n.pt), in eval mode, all parameters frozen."""
+    net = YOLOv5Detector(weights, device="cpu", trust_pickle=trust_pickle, half=False).net
+    net = net.to(device).float().eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net

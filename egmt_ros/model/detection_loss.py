@@ -12,8 +12,9 @@ are frozen (``requires_grad=False``, eval mode) and it is kept out of the loss m
 the optimiser never sees it and checkpoints never store it; the gradient flows through it into the fused image only.
 
 Grey images are replicated to 3 channels and padded (grey 114, as the detector's letterbox) to a multiple of the
-detector's stride (32). Weights: ``<data root>/weights/yolov5n.pt`` (the official checkpoint, a pickle: loaded only
-with ``trust_pickle``, via :class:`egmt_ros.detection.yolov5_backend.YOLOv5Detector`).
+detector's stride (32). The frozen network comes from the caller (:func:`egmt_ros.detection.yolov5_backend.
+load_frozen_yolov5`: ``<data root>/weights/yolov5n.pt``, the official checkpoint, a pickle: loaded only with
+``trust_pickle``), so the model package never imports the detection package.
 """
 
 from __future__ import annotations
@@ -26,18 +27,6 @@ from torch import Tensor, nn
 SCORE_THRESHOLD = 0.1
 #: Padding grey of the detector's letterbox.
 PAD_VALUE = 114.0 / 255.0
-
-
-def load_frozen_yolov5(weights: str | None = None, device: str | torch.device = "cpu",
-                       trust_pickle: bool = False) -> nn.Module:
-    """The YOLOv5 network of ``weights`` (default: the data root's yolov5n.pt), in eval mode, all parameters frozen."""
-    from egmt_ros.detection.yolov5_backend import YOLOv5Detector
-
-    net = YOLOv5Detector(weights, device="cpu", trust_pickle=trust_pickle, half=False).net
-    net = net.to(device).float().eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
 
 
 class DetectionConsistencyLoss:
