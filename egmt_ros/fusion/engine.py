@@ -8,8 +8,8 @@ fusion method (IR grey, visible Y) -> fused Y -> region effects (TeRF) -> + visi
 and the detection inputs call, so their outputs agree byte for byte. Thread model (the node's): camera callbacks
 call ``add_thermal`` / ``add_rgb``; other callbacks call ``set_entities``, ``set_detections``, ``command``,
 ``reconfigure``; ONE worker calls ``take`` and ``fuse_pair``. Entity words are encoded by the worker (outside the
-lock), effects are behind the engine's lock, commands are parsed outside it. Stamps are integer nanoseconds end to end (the
-fused image carries its RGB frame's stamp exactly); the region effects compare them in seconds.
+lock), effects are behind the engine's lock, commands are parsed outside it. Stamps are integer nanoseconds end to
+end (the fused image carries its RGB frame's stamp exactly); the region effects compare them in seconds.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from egmt_ros.core.color import merge_luma, split_luma
 from egmt_ros.core.images import from_uint8, to_uint8
 from egmt_ros.core.methods import FusionMethod
 from egmt_ros.fusion.agc import ThermalAGC
-from egmt_ros.fusion.commands import CommandParser, ParsedCommand
+from egmt_ros.fusion.commands import CommandGate, CommandParser, ParsedCommand
 from egmt_ros.fusion.methods import make_method
 from egmt_ros.fusion.registration import parse_homography, warp_thermal
 from egmt_ros.fusion.stats import LatencyWindow
@@ -145,6 +145,7 @@ class FusionEngine:
         self.effects = effects or EffectStack()
         self.parser = parser or CommandParser(DEFAULT_CLASSES)
         self.pairer = pairer or StampPairer()
+        self.gate = CommandGate()
         self.entities: list[str] = []
         self.detections_received = 0
         self.lat = {k: LatencyWindow() for k in ("preprocess", "fuse", "postprocess", "total", "receive_to_publish")}
@@ -252,7 +253,11 @@ class FusionEngine:
         return f"{cmd.answer()} | active: {', '.join(active) if active else 'none'}"
 
     def command(self, text: str) -> tuple[bool, str]:
-        """Parse and apply one command; returns (applied, answer)."""
+        """Admit (the gate's length and rate caps), parse and apply one command; returns (applied, answer). A flood
+        of refused commands is answered a few times a second, not once per command: the other refusals answer ''."""
+        refused = self.gate.admit(text)
+        if refused:
+            return False, refused if self.gate.should_answer() else ""
         cmd = self.parse(text)
         return cmd.ok, self.apply(cmd)
 

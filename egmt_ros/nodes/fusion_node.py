@@ -24,7 +24,6 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from egmt_ros.core.codec import detections_to_boxes, xyxy_boxes
-from egmt_ros.fusion.commands import CommandGate
 from egmt_ros.fusion.engine import RECONFIGURABLE, SETTINGS, FusionEngine
 from egmt_ros.fusion.stats import RateMeter
 from egmt_ros.nodes.common import (CALLBACK_ERROR, ERROR, LATCHED_QOS, OK, REJECTED, WARN, EgmtNode, ns_to_stamp,
@@ -50,7 +49,6 @@ class FusionNode(EgmtNode):
         self.engine = FusionEngine.from_settings({k: param(self, k) for k in SETTINGS})
         self.rates = {k: RateMeter() for k in ("thermal", "rgb", "fused")}
         self.entity_stamp: float | None = None
-        self.command_gate = CommandGate()
         self.thermal_topic = self.resolve_topic_name("/thermal/image_raw")
         self.rgb_topic = self.resolve_topic_name("/rgb/image_raw")
         qos = qos_by_name(param(self, "qos"), param(self, "qos_depth"),
@@ -58,7 +56,6 @@ class FusionNode(EgmtNode):
                           + self.get_publishers_info_by_topic(self.rgb_topic))
         self.qos_used = "reliable" if qos.reliability.name == "RELIABLE" else "sensor_data"
         import vision_msgs.msg as vm  # from apt on a robot, from the test interface package in CI
-
         cameras = ReentrantCallbackGroup()  # the two camera callbacks may run at the same time
         self.create_subscription(Image, "/thermal/image_raw", self._on_thermal, qos, callback_group=cameras)
         self.create_subscription(Image, "/rgb/image_raw", self._on_rgb, qos, callback_group=cameras)
@@ -68,8 +65,6 @@ class FusionNode(EgmtNode):
         self.feedback_pub = self.create_publisher(String, "/egmt/command/feedback", 10)
         self.pub = self.create_publisher(Image, "/egmt/fused", qos)
         self.add_on_set_parameters_callback(self._on_params)
-        # like rclpy's clock jump callbacks in message_filters: time going back (sim-time reset, replay) resets the
-        # pairer at once instead of after JUMP_FRAMES stale frames
         self._jump_handle = self.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=True),
             post_callback=self._on_clock_jump)
@@ -79,15 +74,16 @@ class FusionNode(EgmtNode):
 
     def _on_params(self, params) -> SetParametersResult:
         """Dynamic reconfigure of the safe parameters and the ``command`` parameter; the rest are refused with a
-        reason, and so is a command the parser does not understand (the reason is its answer)."""
+        reason, and so is a command the gate or the parser refuses, or the effect limit (the reason is the answer)."""
         command = None
         for p in params:
             if p.name not in DYNAMIC:
                 return SetParametersResult(successful=False, reason=f"{p.name} needs a node restart")
             if p.name == "command":
-                command = self.engine.parse(p.value)
-                if not command.ok:
-                    return SetParametersResult(successful=False, reason=command.answer())
+                refused = self.engine.gate.admit(p.value)
+                command = None if refused else self.engine.parse(p.value)
+                if refused or not command.ok:
+                    return SetParametersResult(successful=False, reason=refused or command.answer())
         try:
             for p in params:
                 if p.name in RECONFIGURABLE:
@@ -95,7 +91,7 @@ class FusionNode(EgmtNode):
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         answer = self._answer(self.engine.apply(command)) if command is not None else ""
-        return SetParametersResult(successful=True, reason=answer)
+        return SetParametersResult(successful=command is None or command.ok, reason=answer)
 
     def _on_clock_jump(self, jump) -> None:
         why = self.engine.clock_jumped(jump.delta.nanoseconds, jump.clock_change != ClockChange.ROS_TIME_NO_CHANGE)
@@ -138,15 +134,9 @@ class FusionNode(EgmtNode):
         self.engine.set_detections(stamp_to_ns(msg.header.stamp), xyxy_boxes(detections_to_boxes(msg)))
 
     def handle_command(self, text: str) -> tuple[bool, str]:
-        """Admit (length and rate caps), parse and apply one command (/egmt/command); returns (applied, answer).
-        A flood of refused commands is answered a few times a second, not once per command."""
-        refused = self.command_gate.admit(text)
-        if refused:
-            if self.command_gate.should_answer():
-                self._answer(refused)
-            return False, refused
+        """One command of /egmt/command (the engine caps length and rate); returns (applied, answer)."""
         ok, answer = self.engine.command(text)
-        return ok, self._answer(answer)
+        return ok, self._answer(answer) if answer else answer
 
     def _answer(self, answer: str) -> str:
         """Log and publish an answer (it quotes at most a short prefix of the command)."""
@@ -177,8 +167,8 @@ class FusionNode(EgmtNode):
     def status(self) -> tuple[bytes, str, dict[str, Any]]:
         """Level, message and values of the node's health."""
         now = time.monotonic()
-        values: dict[str, Any] = {f"{k}_rate_hz": r.rate(now) for k, r in self.rates.items()}
-        values.update(self.engine.status_values())
+        values: dict[str, Any] = {**{f"{k}_rate_hz": r.rate(now) for k, r in self.rates.items()},
+                                  **self.engine.status_values()}
         values.update({"frames_rejected": self.errors.count(REJECTED), "errors": self.errors.count(),
                        "backend": param(self, "model.backend"), "qos": self.qos_used})
         ent_age = None if self.entity_stamp is None else self.get_clock().now().nanoseconds * 1e-9 - self.entity_stamp
