@@ -326,6 +326,16 @@ def screenshot_html(html_path: str | Path, png_path: str | Path, width: int = 12
     return out
 
 
+def rendered_text(html_path: str | Path, timeout: float = 120.0) -> str:
+    """The text of a local HTML page as headless Chromium renders it: its DOM after loading, tags, scripts and
+    styles removed, whitespace collapsed (what a reader sees, for tests that assert on a page's content)."""
+    res = _run_chromium(["--dump-dom", Path(html_path).resolve().as_uri()], timeout)
+    if res.returncode != 0 or "<body" not in res.stdout:
+        raise RuntimeError(f"chromium could not load {html_path} (exit {res.returncode}): {res.stderr[-2000:]}")
+    body = re.sub(r"<(script|style|title)\b[^>]*>.*?</\1>", " ", res.stdout, flags=re.S | re.I)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", body))).strip()
+
+
 _CHECK_SCRIPT = """<script>
 window.addEventListener('load', function () {
   var imgs = document.images;

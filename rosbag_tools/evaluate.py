@@ -2,7 +2,7 @@
 
     python -m rosbag_tools.evaluate --input BAG --output BAG --out DIR [--fused-topic /egmt/fused]
         [--detections-topic /egmt/detections] [--thermal-topic T] [--rgb-topic T] [--metrics NAMES|fast|paper|all]
-        [--metric-every N] [--sheet-frames N] [--slop-ms X] [--screenshot]
+        [--metric-every N] [--sheet-frames N] [--slop-ms X] [--classes person,...] [--title T] [--screenshot]
 
 What it measures (docs/rosbag_tools.md has the details):
 - frames: one input frame per RGB message (the fused stream lives in the RGB camera frame); its thermal partner is
@@ -20,7 +20,11 @@ What it measures (docs/rosbag_tools.md has the details):
   colour fused image) against the thermal image and the visible Y. mono16/16UC1 thermal counts are mapped to
   8 bits by a per-frame percentile stretch (1st percentile -> 0, 99th -> 255, linear, clipped). A thermal image
   of another size than the RGB is resized to it (bilinear) for the metrics.
-- detections (vision_msgs/Detection2DArray): count per class_id per frame; ``persons`` counts class_id "person".
+- detections (vision_msgs/Detection2DArray): count per class_id per frame; ``persons`` counts class_id "person";
+  the classes of interest (``--classes``, default person) are reported apart from the others.
+- the rate is reported as throughput: pairs that arrive while the fusion node is busy are skipped (it fuses the
+  newest), so "pairs not fused" is the fusion rate against the camera rate, not a failure count.
+- a baseline: the same metrics of the pixel average (thermal + visible Y) / 2 on the same frames.
 
 Writes to DIR: summary.md, summary.json, metrics.csv, metrics_over_time.png, latency_over_time.png,
 contact_sheet.png (thermal | rgb | fused | detections for a few frames), report.html (and report.png with
@@ -71,6 +75,7 @@ class Frame:
     latency_ms: float | None = None
     det_latency_ms: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    baseline: dict[str, float] = field(default_factory=dict)  # the pixel average (IR + VI) / 2 of the same frame
     lost_to_damage: bool = False  # no fused output found, and it would have been in a damaged part of the output bag
 
     @property
@@ -163,18 +168,32 @@ def _bgr8(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a[:, :, :3])
 
 
-def draw_boxes(bgr: np.ndarray, boxes: Sequence[tuple[str, float, float, float, float, float]]) -> np.ndarray:
-    """A copy of ``bgr`` with the detection boxes and ``class score`` labels drawn."""
-    out = bgr.copy()
-    width = out.shape[1]
-    thick, scale = max(1, width // 320), max(0.25, width / 1400)  # readable at 640 px, not swamping at 64 px
+#: Contact sheet tile (width, height): the detections tile is drawn at this size, so its labels are not shrunk.
+SHEET_TILE = (320, 240)
+#: Box label font scale: about 10 px high letters on a filled band, whatever the image size.
+LABEL_SCALE = 0.45
+
+
+def draw_boxes(bgr: np.ndarray, boxes: Sequence[tuple[str, float, float, float, float, float]],
+               classes: Sequence[str] = (PERSON_CLASS,), width: int | None = None) -> np.ndarray:
+    """A copy of ``bgr`` (resized to ``width`` pixels wide when given, the boxes with it) with the detection boxes
+    and ``class score`` labels drawn: classes of interest in red, the others in orange. Labels are drawn at the
+    output size, white on a band of the box colour, so they stay readable in a contact sheet tile."""
+    k = 1.0 if width is None else width / bgr.shape[1]
+    out = bgr.copy() if width is None else cv2.resize(bgr, (width, max(1, round(bgr.shape[0] * k))),
+                                                      interpolation=cv2.INTER_AREA)
+    thick = 2 if out.shape[1] >= 480 else 1
     for cls, score, cx, cy, w, h in boxes:
-        p1 = (int(round(cx - w / 2)), int(round(cy - h / 2)))
-        p2 = (int(round(cx + w / 2)), int(round(cy + h / 2)))
-        colour = (0, 0, 255) if cls == PERSON_CLASS else (0, 200, 255)
-        cv2.rectangle(out, p1, p2, colour, thick)
-        cv2.putText(out, f"{cls} {score:.2f}", (p1[0], max(int(12 * scale / 0.45), p1[1] - 3)),
-                    cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
+        x1, y1 = int(round((cx - w / 2) * k)), int(round((cy - h / 2) * k))
+        x2, y2 = int(round((cx + w / 2) * k)), int(round((cy + h / 2) * k))
+        colour = (0, 0, 220) if cls in classes else (0, 140, 255)
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick)
+        label = f"{cls} {score:.2f}"
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, LABEL_SCALE, 1)
+        y = y1 - 3 if y1 - th - 5 >= 0 else y1 + th + 3  # above the box, inside it at the top edge
+        x = min(max(0, x1), max(0, out.shape[1] - tw - 2))
+        cv2.rectangle(out, (x, y - th - 2), (x + tw + 2, y + base), colour, -1)
+        cv2.putText(out, label, (x + 1, y), cv2.FONT_HERSHEY_SIMPLEX, LABEL_SCALE, (255, 255, 255), 1, cv2.LINE_AA)
     return out
 
 
@@ -198,11 +217,16 @@ def evaluate(input_bag: str | Path, output_bag: str | Path, out_dir: str | Path,
              detections_topic: str = "/egmt/detections", thermal_topic: str = "/thermal/image_raw",
              rgb_topic: str = "/rgb/image_raw", metrics: Sequence[str] | str = FAST_METRICS, metric_every: int = 1,
              sheet_frames: int = 4, slop_ms: float | None = None, screenshot: bool = False,
-             progress: bool = True, extra: Callable[[list[Frame]], dict[str, Any]] | None = None) -> dict[str, Any]:
+             progress: bool = True, extra: Callable[[list[Frame]], dict[str, Any]] | None = None,
+             classes: Sequence[str] = (PERSON_CLASS,), title: str | None = None,
+             description: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     """Evaluate the run (see the module docstring); writes the report files and returns the summary dict.
 
     ``extra(fused_frames)`` may add entries to the summary (and so to summary.md and report.html), e.g. the demo's
-    visible-only detector counts on the same frames."""
+    visible-only detector counts on the same frames; an entry ``headline`` (a sentence) opens the report.
+    ``classes``: the detector classes of interest, reported apart from the others (in a scene of people the
+    others are mostly false positives). ``title`` and ``description`` (``(what, value)`` rows: sample, model,
+    hardware ...) open the report; the default title names the input bag."""
     from egmt_ros.metrics.fusion import METRICS, PAPER_METRICS, compute_all
 
     names = {"fast": list(FAST_METRICS), "paper": list(PAPER_METRICS), "all": list(METRICS)}.get(
@@ -350,6 +374,8 @@ def evaluate(input_bag: str | Path, output_bag: str | Path, out_dir: str | Path,
                               "; no metrics")
             else:
                 f.metrics = compute_all(fy, ir8, vi_y, names)
+                average = np.rint((ir8.astype(np.float32) + vi_y) / 2).astype(np.uint8)
+                f.baseline = compute_all(average, ir8, vi_y, names)
         if i in picks:
             sheet[i] = {"thermal": _bgr8(got["thermal"]) if "thermal" in got else None, "rgb": _bgr8(got["rgb"]),
                         "fused": _bgr8(fused_img)}
@@ -358,7 +384,9 @@ def evaluate(input_bag: str | Path, output_bag: str | Path, out_dir: str | Path,
             print(f"evaluate: {done}/{len(need)} frames", file=sys.stderr, flush=True)
 
     summary = _summary(frames, fused_frames, names, latency_ok, det_count, unmatched_outputs, notes, errors,
-                       input_bag, output_bag)
+                       input_bag, output_bag, classes)
+    summary["title"] = title or f"egmt_ros evaluation of {Path(input_bag).name}"
+    summary["description"] = [list(row) for row in description]
     summary["bag_damage"] = {"input": _damage_summary(in_damage), "output": _damage_summary(out_damage)}
     if extra is not None:
         summary.update(extra(fused_frames))
@@ -368,17 +396,22 @@ def evaluate(input_bag: str | Path, output_bag: str | Path, out_dir: str | Path,
 
 def _summary(frames: list[Frame], fused_frames: list[Frame], names: Sequence[str], latency_ok: bool,
              det_count: int, unmatched_outputs: int, notes: list[str], errors: list[str],
-             input_bag: str | Path, output_bag: str | Path) -> dict[str, Any]:
+             input_bag: str | Path, output_bag: str | Path, classes: Sequence[str]) -> dict[str, Any]:
     lat = [f.latency_ms for f in fused_frames if f.latency_ms is not None] if latency_ok else []
     dlat = [f.det_latency_ms for f in frames if f.det_latency_ms is not None] if latency_ok else []
     with_det = [f for f in frames if f.boxes is not None]
     per_class: Counter[str] = Counter()
     for f in with_det:
         per_class.update(b[0] for b in f.boxes or [])
-    mean_metrics = {}
-    for n in names:
-        vals = [f.metrics[n] for f in frames if n in f.metrics and np.isfinite(f.metrics[n])]
-        mean_metrics[n] = float(np.mean(vals)) if vals else None
+    def mean(values: list[float]) -> float | None:
+        finite = [v for v in values if np.isfinite(v)]
+        return float(np.mean(finite)) if finite else None
+
+    mean_metrics = {n: mean([f.metrics[n] for f in frames if n in f.metrics]) for n in names}
+    baseline = {n: mean([f.baseline[n] for f in frames if n in f.baseline]) for n in names}
+    by_class = {c: n / len(with_det) for c, n in sorted(per_class.items())}
+    span_s = (frames[-1].rgb_stamp - frames[0].rgb_stamp) / 1e9 if len(frames) > 1 else 0.0
+    period_s = span_s / (len(frames) - 1) if len(frames) > 1 else 0.0
     n_in = len(frames)
     lost = sum(f.lost_to_damage for f in frames)
     dropped = n_in - len(fused_frames) - lost
@@ -395,10 +428,16 @@ def _summary(frames: list[Frame], fused_frames: list[Frame], names: Sequence[str
         "detection_latency_ms": _percentiles(dlat),
         "frames_with_metrics": sum(bool(f.metrics) for f in frames),
         "metrics_mean": mean_metrics,
+        "baseline_metrics_mean": baseline,
+        "input_rate_hz": 1.0 / period_s if period_s > 0 else None,
+        "fused_rate_hz": len(fused_frames) / (span_s + period_s) if span_s > 0 else None,
         "detection_messages": det_count,
         "frames_with_detections": len(with_det),
         "persons_per_frame": (per_class.get(PERSON_CLASS, 0) / len(with_det)) if with_det else None,
-        "detections_per_frame_by_class": {c: n / len(with_det) for c, n in sorted(per_class.items())},
+        "detections_per_frame_by_class": by_class,
+        "classes_of_interest": list(classes),
+        "detections_per_frame_of_interest": {c: by_class.get(c, 0.0) for c in classes} if with_det else {},
+        "detections_per_frame_other": {c: v for c, v in by_class.items() if c not in classes},
         "notes": notes,
         "errors": list(dict.fromkeys(errors)),  # each bag's damage is met by every pass over it: said once
     }
@@ -438,18 +477,16 @@ def _plot(out: Path, frames: list[Frame], names: Sequence[str]) -> list[str]:
     if dl:
         ax.plot([(f.rgb_stamp - t0) / 1e9 for f in dl], [f.det_latency_ms for f in dl], ".-", lw=1, ms=3,
                 label="detections")
-    dropped = [f for f in frames if f.fused_rec is None and not f.lost_to_damage]
-    if dropped:
-        ax.plot([(f.rgb_stamp - t0) / 1e9 for f in dropped], [0] * len(dropped), "rx", ms=4, label="dropped")
+    # pairs the node skipped while busy have no latency and are not drawn (their number is the fusion rate)
     damaged = [f for f in frames if f.lost_to_damage]
     if damaged:
         ax.plot([(f.rgb_stamp - t0) / 1e9 for f in damaged], [0] * len(damaged), "k+", ms=4, label="lost to bag damage")
-    if not (fl or dl or dropped or damaged):
+    if not (fl or dl or damaged):
         ax.text(0.5, 0.5, "latency unavailable", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("input time (s)")
     ax.set_ylabel("latency (ms)")
     ax.grid(alpha=0.3)
-    if fl or dl or dropped or damaged:
+    if fl or dl or damaged:
         ax.legend(fontsize=8)
     ax.set_title("End-to-end latency")
     fig.tight_layout()
@@ -473,7 +510,8 @@ def _write_outputs(out: Path, frames: list[Frame], summary: dict[str, Any], name
 
     classes = sorted(summary["detections_per_frame_by_class"])
     fields = (["frame", "rgb_stamp_ns", "thermal_stamp_ns", "fused_stamp_ns", "fused", "lost_to_damage", "latency_ms",
-               "detection_latency_ms", "detections"] + list(names) + [f"n_{c}" for c in classes])
+               "detection_latency_ms", "detections"] + list(names) + [f"average_{n}" for n in names]
+              + [f"n_{c}" for c in classes])
     rows = []
     for f in frames:
         counts = Counter(b[0] for b in f.boxes or [])
@@ -482,6 +520,7 @@ def _write_outputs(out: Path, frames: list[Frame], summary: dict[str, Any], name
                "lost_to_damage": int(f.lost_to_damage), "latency_ms": f.latency_ms,
                "detection_latency_ms": f.det_latency_ms, "detections": None if f.boxes is None else len(f.boxes)}
         row.update(f.metrics)
+        row.update({f"average_{n}": v for n, v in f.baseline.items()})
         if f.boxes is not None:
             row.update({f"n_{c}": counts.get(c, 0) for c in classes})
         rows.append(row)
@@ -495,50 +534,34 @@ def _write_outputs(out: Path, frames: list[Frame], summary: dict[str, Any], name
         for i in picks:
             s = sheet.get(i, {})
             fused = s.get("fused")
-            det = draw_boxes(fused, frames[i].boxes or []) if fused is not None else None
+            det = None if fused is None else draw_boxes(fused, frames[i].boxes or [], summary["classes_of_interest"],
+                                                        width=SHEET_TILE[0])
             grid.append([None if s.get(k) is None else cv2.cvtColor(s[k], cv2.COLOR_BGR2RGB)
                          for k in ("thermal", "rgb", "fused")] + [None if det is None else
                                                                   cv2.cvtColor(det, cv2.COLOR_BGR2RGB)])
             titles.append(f"frame {i}  t={(frames[i].rgb_stamp - frames[0].rgb_stamp) / 1e9:.2f}s")
-        img = report.contact_sheet(grid, ["thermal", "rgb", "fused", "detections"], titles, tile=(240, 180))
+        img = report.contact_sheet(grid, ["thermal", "rgb", "fused", "detections"], titles, tile=SHEET_TILE)
         report.save_png(out / "contact_sheet.png", img)
 
-    lat, dlat = summary["latency_ms"], summary["detection_latency_ms"]
-    lines = ["| quantity | value |", "|---|---|"]
-    lines += [f"| input frames | {summary['frames_in']} |",
-              f"| frames with a thermal partner | {summary['frames_paired']} |",
-              f"| fused frames | {summary['frames_fused']} |",
-              f"| dropped (no output) | {summary['dropped']} ({_fmt(summary['drop_rate'])}) |",
-              f"| lost to bag damage (not counted as dropped) | {summary['frames_lost_to_damage']} |",
-              *[f"| {k} bag damage: places / messages skipped | {v['damaged_places']} / "
-                f"{_fmt(v['messages_skipped'])} |" for k, v in summary.get("bag_damage", {}).items()
-                if v["damaged_places"]],
-              f"| latency mean / p50 / p99 / max (ms) | {_fmt(lat['mean'], 1)} / {_fmt(lat['p50'], 1)} / "
-              f"{_fmt(lat['p99'], 1)} / {_fmt(lat['max'], 1)} |",
-              f"| detection latency mean / p50 / p99 (ms) | {_fmt(dlat['mean'], 1)} / {_fmt(dlat['p50'], 1)} / "
-              f"{_fmt(dlat['p99'], 1)} |",
-              f"| frames with detections | {summary['frames_with_detections']} |",
-              f"| persons per frame | {_fmt(summary['persons_per_frame'], 2)} |"]
-    lines += [f"| {c} per frame | {_fmt(v, 2)} |" for c, v in summary["detections_per_frame_by_class"].items()]
-    metric_lines = ["| metric | mean |", "|---|---|"] + [f"| {n} | {_fmt(v, 4)} |"
-                                                       for n, v in summary["metrics_mean"].items()]
-    md = [f"# Evaluation of {Path(summary['output_bag']).name}", "",
-          f"Input bag: `{summary['input_bag']}`  ", f"Output bag: `{summary['output_bag']}`", "",
-          *lines, "", f"## Fusion metrics (mean over {summary['frames_with_metrics']} frames; 0..255 scale, "
-          "see docs/metrics.md)", "", *metric_lines, "", "## Notes", ""]
-    md += [f"- {n}" for n in summary["notes"]] + [f"- ERROR: {e}" for e in summary["errors"]]
-    md += ["", "Files: metrics.csv, " + ", ".join(plots) + (", contact_sheet.png" if has_sheet else "")
-           + ", report.html", ""]
+    sections = _sections(summary, names)
+    headline = summary.get("headline")
+    files = ["metrics.csv", *plots] + (["contact_sheet.png"] if has_sheet else []) + ["report.html"]
+    md = [f"# {summary['title']}", ""] + ([f"**{headline}**", ""] if headline else [])
+    for heading, table, note in sections:
+        md += [f"## {heading}", "", *(f"| {' | '.join(row)} |" for row in table[:1]),
+               "|" + "---|" * len(table[0]), *(f"| {' | '.join(row)} |" for row in table[1:]), ""]
+        md += [note, ""] if note else []
+    md += ["## Notes", ""] + [f"- {n}" for n in summary["notes"]] + [f"- ERROR: {e}" for e in summary["errors"]]
+    md += ["", "Files: " + ", ".join(files), ""]
     (out / "summary.md").write_text("\n".join(md))
 
     esc = htmllib.escape
-    body = ["<h2>Summary</h2><table>"]
-    for line in lines[2:]:
-        k, v = [c.strip() for c in line.strip("|").split("|", 1)]
-        body.append(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>")
-    body.append("</table><h2>Fusion metrics (mean)</h2><table><tr><th>metric</th><th>mean</th></tr>")
-    body += [f"<tr><td>{esc(n)}</td><td>{esc(_fmt(v, 4))}</td></tr>" for n, v in summary["metrics_mean"].items()]
-    body.append("</table>")
+    body = [f'<p class="headline"><b>{esc(headline)}</b></p>'] if headline else []
+    for heading, table, note in sections:
+        body.append(f"<h2>{esc(heading)}</h2><table>")
+        body.append("<tr>" + "".join(f"<th>{esc(c)}</th>" for c in table[0]) + "</tr>")
+        body += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in table[1:]]
+        body.append("</table>" + (f'<p class="note">{esc(note)}</p>' if note else ""))
     if has_sheet:
         body.append('<h2>Frames</h2><img class="sheet" src="contact_sheet.png" alt="contact sheet">')
     body.append("<h2>Over time</h2>")
@@ -547,10 +570,57 @@ def _write_outputs(out: Path, frames: list[Frame], summary: dict[str, Any], name
                 + "".join(f"<li><b>ERROR</b>: {esc(e)}</li>" for e in summary["errors"]) + "</ul>")
     body.append('<p>Per-frame values: <a href="metrics.csv">metrics.csv</a>, '
                 '<a href="summary.json">summary.json</a></p>')
-    (out / "report.html").write_text(report.html_page(f"egmt_ros evaluation: {Path(summary['output_bag']).name}",
-                                                      "\n".join(body)))
+    (out / "report.html").write_text(report.html_page(summary["title"], "\n".join(body)))
     if screenshot:
         report.screenshot_html(out / "report.html", out / "report.png")
+
+
+def per_frame_label(cls: str) -> str:
+    """The row title of a class's detections per frame ("persons per frame" for the person class)."""
+    return "persons per frame" if cls == PERSON_CLASS else f"{cls} detections per frame"
+
+
+def _sections(summary: dict[str, Any], names: Sequence[str]) -> list[tuple[str, list[list[str]], str]]:
+    """The report's tables as ``(heading, [header row, rows...], note)``, rendered alike in summary.md and
+    report.html: what was run, the summary (rate as throughput), detections, fusion metrics with a legend."""
+    from egmt_ros.metrics.fusion import LEGEND, METRICS
+
+    lat, dlat = summary["latency_ms"], summary["detection_latency_ms"]
+    run = [["what", "value"], *summary["description"], ["input bag", summary["input_bag"]],
+           ["output bag", summary["output_bag"]]]
+    hz = lambda v: "-" if v is None else f"{v:.1f} Hz"  # noqa: E731
+    rows = [["quantity", "value"],
+            ["input frames", str(summary["frames_in"])],
+            ["frames with a thermal partner", str(summary["frames_paired"])],
+            ["fused frames", str(summary["frames_fused"])],
+            ["fusion rate (throughput)", f"{hz(summary['fused_rate_hz'])} fused of {hz(summary['input_rate_hz'])} "
+                                         "camera pairs"],
+            ["pairs not fused", f"{summary['dropped']}: arrived while the fusion node was busy with an earlier pair "
+                                "(it always takes the newest); the fusion rate, not failures"]]
+    if summary["frames_lost_to_damage"]:
+        rows.append(["lost to bag damage (not counted above)", str(summary["frames_lost_to_damage"])])
+    rows += [[f"{k} bag damage: places / messages skipped", f"{v['damaged_places']} / {_fmt(v['messages_skipped'])}"]
+             for k, v in summary.get("bag_damage", {}).items() if v["damaged_places"]]
+    rows += [["latency mean / p50 / p99 / max (ms)", " / ".join(_fmt(lat[k], 1) for k in ("mean", "p50", "p99", "max"))],
+             ["detection latency mean / p50 / p99 (ms)", " / ".join(_fmt(dlat[k], 1) for k in ("mean", "p50", "p99"))]]
+    classes = summary["classes_of_interest"]
+    other = summary["detections_per_frame_other"]
+    det = [["quantity", "value"], ["frames with detections", str(summary["frames_with_detections"])]]
+    det += [[per_frame_label(c), _fmt(v, 2)] for c, v in summary["detections_per_frame_of_interest"].items()]
+    det.append(["other classes, detections per frame",
+                ", ".join(f"{c} {v:.2f}" for c, v in sorted(other.items(), key=lambda x: -x[1])) or "none"])
+    det_note = (f"Classes of interest: {', '.join(classes)} (evaluate --classes, demo --classes). The other classes "
+                "come from the COCO detector; in a scene of people they are mostly false positives.")
+    base = summary.get("baseline_metrics_mean", {})
+    metrics = [["metric", "what it measures", "unit", "range", "better", "fused (mean)", "pixel average (mean)"]]
+    metrics += [[n, LEGEND.get(n, ("", ""))[0], METRICS[n].unit, LEGEND.get(n, ("", ""))[1],
+                 "higher" if METRICS[n].higher_is_better else "lower", _fmt(summary["metrics_mean"][n], 4),
+                 _fmt(base.get(n), 4)] for n in names]
+    metric_note = (f"Means over the {summary['frames_with_metrics']} fused frames with metrics, on grey levels "
+                   "0..255 (fused Y against the thermal image and the visible Y). Baseline: the pixel average "
+                   "(thermal + visible Y) / 2 of the same frames. Formulas and references: docs/metrics.md.")
+    return [("What was run", run, ""), ("Summary", rows, ""), ("Detections", det, det_note),
+            ("Fusion metrics", metrics, metric_note)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -567,6 +637,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric-every", type=int, default=1, help="compute metrics on every N-th fused frame")
     p.add_argument("--sheet-frames", type=int, default=4, help="frames on the contact sheet")
     p.add_argument("--slop-ms", type=float, default=None, help="stamp matching tolerance (default: half a period)")
+    p.add_argument("--classes", default=PERSON_CLASS,
+                   help="detector classes of interest, comma-separated (default person); the others are listed apart")
+    p.add_argument("--title", default=None, help="report title (default: names the input bag)")
     p.add_argument("--screenshot", action="store_true", help="render report.html to report.png (headless Chromium)")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -578,7 +651,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         summary = evaluate(args.input, args.output, args.out, args.fused_topic, args.detections_topic,
                            args.thermal_topic, args.rgb_topic, args.metrics, args.metric_every, args.sheet_frames,
-                           args.slop_ms, args.screenshot, progress=not args.no_progress)
+                           args.slop_ms, args.screenshot, progress=not args.no_progress,
+                           classes=[c.strip() for c in args.classes.split(",") if c.strip()], title=args.title)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,6 +1,6 @@
 """The demo (``make demo``'s CLI) end to end on the first frames of the default sample: bag -> whole graph (bringup,
 egmt_rt) -> recorded outputs -> evaluation -> report.html, which headless Chromium must render with its images and
-the summary table."""
+the summary table; the page opens with what was run and the headline comparison, and has a baseline row."""
 
 from __future__ import annotations
 
@@ -41,6 +41,18 @@ def test_demo_produces_a_report_that_renders(ros_domain, data_root: Path, tmp_pa
     for name in images:
         img = cv2.imread(str(out / name))
         assert img is not None and img.std() > 5, f"{name} is an image with content"
+    # what a reader sees first: what was run, the headline comparison, then the metrics with a baseline row
+    shown = report.rendered_text(page)
+    assert shown.index("What was run") < shown.index("Summary") < shown.index("Fusion metrics")
+    assert "M2VD 0117_1620 (default sample)" in shown and "egmt_rt" in shown and "playback rate 1x" in shown
+    assert re.search(r"hardware .*\d+ logical cores", shown)
+    head = re.search(r"Fused vs visible only: (\d+\.\d\d) vs (\d+\.\d\d) persons per frame, on (\d+) frames", shown)
+    assert head and shown.index(head.group(0)) < shown.index("What was run"), "the headline opens the page"
+    assert float(head.group(1)) == round(summary["persons_per_frame_fused"], 2) and int(head.group(3)) == \
+        summary["compared_frames"]
+    assert re.search(r"EN entropy of the fused grey levels \(information content\) bits 0\.\.8 higher "
+                     r"\d+\.\d{4} \d+\.\d{4}", shown), "metric row with legend, fused and pixel-average values"
+    assert "pixel average (mean)" in shown and "fusion rate (throughput)" in shown and "dropped" not in shown
     assert report.html_problems(page) == []  # every <img> decoded in Chromium, no script or load errors
     shot = report.screenshot_html(page, tmp_path / "report.png", width=1200, height=1400)
     grey = cv2.imread(str(shot), cv2.IMREAD_GRAYSCALE)

@@ -354,7 +354,7 @@ def test_evaluate_synthetic_run(small_pairs, tmp_path: Path) -> None:
                  "latency_over_time.png", "contact_sheet.png"):
         assert (report / name).is_file() and (report / name).stat().st_size > 0, name
     sheet = cv2.imread(str(report / "contact_sheet.png"))
-    assert sheet.shape[1] == 4 * 240  # thermal | rgb | fused | detections
+    assert sheet.shape[1] == 4 * evaluate_mod.SHEET_TILE[0]  # thermal | rgb | fused | detections
     html = (report / "report.html").read_text()
     for src in re.findall(r'src="([^"]+)"', html):
         assert (report / src).is_file()
@@ -370,8 +370,16 @@ def test_evaluate_synthetic_run(small_pairs, tmp_path: Path) -> None:
     for name, value in want.items():
         assert float(rows[0][name]) == pytest.approx(value, rel=1e-9, abs=1e-12)
     assert rows[0]["n_person"] == "2" and rows[0]["n_car"] == "1"
+    # baseline: the pixel average of the same frame's sources, scored alike
+    vi_y = cv2.cvtColor(vi, cv2.COLOR_BGR2GRAY)
+    average = np.rint((ir8.astype(np.float32) + vi_y) / 2).astype(np.uint8)
+    for name, value in compute_all(average, ir8, vi_y, evaluate_mod.FAST_METRICS).items():
+        assert float(rows[0][f"average_{name}"]) == pytest.approx(value, rel=1e-9, abs=1e-12)
     md = (report / "summary.md").read_text()
     assert "| fused frames | 32 |" in md and "| persons per frame | 2.00 |" in md
+    assert "| other classes, detections per frame | car 1.00 |" in md  # not a class of interest
+    assert md.startswith("# egmt_ros evaluation of in\n") and "pixel average (mean)" in md
+    assert "dropped" not in md and "fusion rate (throughput)" in md
 
 
 def test_evaluate_flags_different_clocks(small_pairs, tmp_path: Path) -> None:

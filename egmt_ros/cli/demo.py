@@ -1,7 +1,7 @@
 """The demo: a real sample through the whole graph, recorded, evaluated, reported (``make demo``).
 
     python -m egmt_ros.cli.demo [--sample NAME|PAIR_DIR|BAG|IR.mp4:VI.mp4] [--out out/demo] [--max-frames N]
-        [-p [NODE:]NAME:=VALUE ...]
+        [--rate X] [--classes person,...] [-p [NODE:]NAME:=VALUE ...]
 
 Default sample: the M2VD video pair 0117_1620 of the data root (``$EGMT_DATA``, default ../shared/data: m2vd/,
 MIT licence; cite VideoFusion, arXiv 2503.23359), where smoke hides the people from the visible camera and the
@@ -11,8 +11,10 @@ thermal camera sees them. Steps, each a separate process as on a robot:
      --nodes NAME; logs in out/demo/NAME_node.log);
   3. record: /egmt/fused, /egmt/detections, /egmt/entities, /diagnostics -> out/demo/output_bag;
   4. play the input bag at 1x into the graph;
-  5. evaluate: metrics per frame, detections, latency, drops -> out/demo/report.html;
-  plus persons detected on the visible frames alone (same detector, same frames) for comparison.
+  5. evaluate: metrics per frame with a pixel-average baseline, detections, latency, fusion rate ->
+     out/demo/report.html and summary.md, opening with what was run (sample, model, backend, rate, hardware) and
+     the headline: persons per frame in the fused vs the visible frames alone (same detector, up to 60 frames spread
+     evenly over the fused ones; --classes picks the classes of interest).
 Nothing is copied from the data root into the repository; everything is written under --out.
 """
 
@@ -120,19 +122,27 @@ def _wait_for_line(log: Path, text: str, proc: subprocess.Popen, timeout: float)
     raise TimeoutError(f"no '{text}' in {log} after {timeout} s")
 
 
-def visible_only_counter(input_bag: Path, limit: int = 60):
-    """``extra`` for rosbag_tools.evaluate: the default detector on the visible frames alone, on (up to ``limit``
-    evenly spaced) frames that the graph fused, so fused and visible-only person counts compare like for like."""
+def evenly_spaced(items: list, limit: int) -> list:
+    """Up to ``limit`` items spread evenly over the whole list, first and last included."""
+    if len(items) <= limit:
+        return list(items)
+    return [items[int(round(x))] for x in np.linspace(0, len(items) - 1, limit)]
+
+
+def visible_only_counter(input_bag: Path, classes: Sequence[str] = ("person",), limit: int = 60):
+    """``extra`` for rosbag_tools.evaluate: the default detector on the visible frames alone, on up to ``limit``
+    frames spread evenly over those the graph fused, so fused and visible-only detections of the classes of interest
+    compare like for like; adds the report's headline sentence."""
 
     def count(fused_frames) -> dict:
+        from egmt_ros.core.codec import image_to_numpy
         from egmt_ros.detection.detector import Detector
         from rosbag_tools.bagio import BagReader
-        from egmt_ros.core.codec import image_to_numpy
+        from rosbag_tools.evaluate import per_frame_label
         from rosbag_tools.types import deserialize, stamp_ns
 
         with_boxes = [f for f in fused_frames if f.boxes is not None]
-        picked = with_boxes[:: max(1, len(with_boxes) // limit)][:limit]
-        want = {f.rgb_stamp: f for f in picked}
+        want = {f.rgb_stamp: f for f in evenly_spaced(with_boxes, limit)}
         det = Detector()
         vis = fused = 0
         for m in BagReader(input_bag).messages(["/rgb/image_raw"]):
@@ -142,14 +152,58 @@ def visible_only_counter(input_bag: Path, limit: int = 60):
                 continue
             img = image_to_numpy(msg)
             rgb = np.ascontiguousarray(img[:, :, ::-1]) if img.ndim == 3 and msg.encoding == "bgr8" else img
-            vis += sum(1 for d in det.detect(rgb) if d.class_name == "person")
-            fused += sum(1 for b in f.boxes if b[0] == "person")
+            vis += sum(1 for d in det.detect(rgb) if d.class_name in classes)
+            fused += sum(1 for b in f.boxes if b[0] in classes)
         n = len(want)
-        return {"compared_frames": n,
-                "persons_per_frame_fused": fused / n if n else None,
-                "persons_per_frame_visible_only": vis / n if n else None}
+        if not n:
+            return {"compared_frames": 0, "persons_per_frame_fused": None, "persons_per_frame_visible_only": None}
+        what = per_frame_label(classes[0]) if len(classes) == 1 else f"detections of {', '.join(classes)} per frame"
+        return {"compared_frames": n, "compared_classes": list(classes),
+                "persons_per_frame_fused": fused / n, "persons_per_frame_visible_only": vis / n,
+                "headline": f"Fused vs visible only: {fused / n:.2f} vs {vis / n:.2f} {what}, on {n} frames spread "
+                            f"evenly over the {len(with_boxes)} fused frames with detections (same detector on "
+                            "both)."}
 
     return count
+
+
+def describe_run(args: argparse.Namespace, sample: dict) -> list[tuple[str, str]]:
+    """The report's "What was run" rows: sample, fusion model and backend, playback rate, hardware, parameters."""
+    from egmt_ros.cli.bench_pipeline import cpu_model
+
+    import yaml
+
+    from egmt_ros.paths import package_file
+
+    config = package_file("config/egmt.yaml")
+    defaults = yaml.safe_load(config.read_text())["/fusion_node"]["ros__parameters"] if config else {}
+
+    def param(name: str) -> str:
+        """The fusion node's parameter as the demo runs it: a -p of the command line, else config/egmt.yaml."""
+        found = [p.rsplit(":=", 1)[1] for p in args.param if p.split(":=", 1)[0].split(":")[-1] == name]
+        return found[-1] if found else str(defaults.get(name, "?"))
+
+    if "ir_video" in sample and Path(sample["ir_video"]).stem == DEFAULT_VIDEO:
+        what = (f"M2VD {DEFAULT_VIDEO} (default sample): smoke hides the people from the visible camera, the "
+                "thermal camera sees them")
+    else:
+        what = ", ".join(str(v) for v in sample.values())
+    model = f"{args.method}" + (" (models/egmt_rt.pt, trained by this project)" if args.method == "egmt_rt" else "")
+    device = param("model.device")
+    hardware = f"{cpu_model()}, {os.cpu_count()} logical cores"
+    if device.startswith("cuda"):
+        import torch
+
+        hardware += f"; GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "; no GPU found"
+    return [("sample", what + (f" (first {args.max_frames} frames)" if args.max_frames else "")),
+            ("fusion model", model), ("fusion backend / dtype / device", f"{param('model.backend')} / {param('model.dtype')} / {device}"),
+            ("detector", "detection_node defaults (config/egmt.yaml)"),
+            ("classes of interest", ", ".join(args.classes)),
+            ("playback rate", f"{args.rate:g}x real time (cameras at the sample's frame rate)"),
+            ("graph", "fusion_node, entity_node, detection_node: one process each"),
+            ("parameters", " ".join(args.param) or "defaults (config/egmt.yaml)"),
+            ("hardware", hardware),
+            ("date", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--max-frames", type=int, default=None, help="limit the frames taken from the sample")
     ap.add_argument("--rate", type=float, default=1.0, help="playback rate")
     ap.add_argument("--method", default="egmt_rt", help="fusion method (default: the shipped egmt_rt)")
+    ap.add_argument("--classes", type=lambda t: [c.strip() for c in t.split(",") if c.strip()], default=["person"],
+                    help="detector classes of interest, comma-separated (default person): the headline compares "
+                         "them, the report lists the other classes apart")
     ap.add_argument("-p", "--param", action="append", default=[], metavar="[NODE:]NAME:=VALUE",
                     help="a ROS parameter for the graph, as bringup's -p (repeatable), e.g. "
                          "fusion_node:model.backend:=onnxruntime")
@@ -237,7 +294,9 @@ def run_demo(args: argparse.Namespace, sample: dict) -> int:
     from rosbag_tools.evaluate import evaluate
 
     summary = evaluate(out / "output_bag", out / "output_bag", out, progress=False,
-                       extra=visible_only_counter(input_bag))
+                       extra=visible_only_counter(input_bag, args.classes), classes=args.classes,
+                       title=f"egmt_ros demo: {Path(str(args.sample or DEFAULT_VIDEO)).name}, {args.method}",
+                       description=describe_run(args, sample))
     steps.update()
     steps.close()
     report = (out / "report.html").resolve()

@@ -72,6 +72,28 @@ METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
 )}
 
 
+#: What each metric measures and its range (for report legends; formulas and references: docs/metrics.md). "sum"
+#: and "mean" say how the fused image's scores against the two sources are combined.
+LEGEND: dict[str, tuple[str, str]] = {
+    "PC": ("phase-congruency features of both sources kept in the fused image", "0..1"),
+    "SSIM": ("structural similarity to each source, sum over the two", "-2..2"),
+    "MI": ("mutual information with each source, sum over the two", "0..2 EN(F)"),
+    "Qabf": ("share of the sources' edge strength and orientation kept", "0..1"),
+    "PSNR": ("peak signal-to-noise ratio against the sources (mean MSE)", ">= 0"),
+    "FMI_w": ("feature mutual information on wavelet features, mean over the sources", "0..1"),
+    "Nabf": ("artefacts: edges in the fused image that neither source has", "0..1"),
+    "NCIE": ("nonlinear correlation information entropy of the three images", "0.80..1"),
+    "EN": ("entropy of the fused grey levels (information content)", "0..8"),
+    "SD": ("standard deviation of the fused grey levels (contrast)", "0..127.5"),
+    "SF": ("spatial frequency: row and column differences (detail)", "0..361"),
+    "AG": ("average gradient (sharpness)", "0..255"),
+    "SCD": ("sum of the correlations of differences: what each source adds", "-2..2"),
+    "VIF": ("visual information fidelity to each source, sum over the two", "0..~2"),
+    "CC": ("correlation coefficient with each source, mean over the two", "-1..1"),
+    "MS_SSIM": ("multi-scale SSIM to each source, sum over the two", "0..2"),
+    "FMI_pixel": ("feature mutual information on the grey values, mean over the sources", "0..1"),
+}
+
 # The metrics that take longest, started first when compute_all runs metrics side by side.
 _SLOW_FIRST = ("PC", "FMI_w", "FMI_pixel", "MS_SSIM", "VIF", "Qabf", "Nabf")
 
