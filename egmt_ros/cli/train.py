@@ -26,7 +26,8 @@
   optimizer state, the loss state, epoch and step (``--resume OUT/last.pt`` continues the step count), and the model
   card ``NAME.card.json`` beside each. ``--export PATH`` writes the best weights (no optimizer state) at the end.
   A resumed run takes the checkpoint's config (only ``--epochs``, ``--lr``, ``--batch``, ``--crop`` override it) and
-  records the earlier commands in the card (``training.previous_commands``).
+  records the earlier commands in the card (``training.previous_commands``). ``--init CKPT`` starts a new run
+  (this run's config, e.g. other loss weights) from a checkpoint's weights (same architecture).
 - ``torchrun --nproc_per_node K -m egmt_ros.cli.train ...``: DistributedDataParallel (process group initialised
   when WORLD_SIZE > 1, DistributedSampler); only rank 0 validates and writes.
 """
@@ -95,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--name", default=None, help="model name in the card (default egmt_<config>)")
     ap.add_argument("--export", default=None, help="at the end, write the best weights (no optimizer) here")
     ap.add_argument("--resume", default=None, help="checkpoint to continue from (last.pt)")
+    ap.add_argument("--init", default=None,
+                    help="start from this checkpoint's weights only (this run's config, fresh optimizer and step 0)")
     ap.add_argument("--det-weight", type=float, default=None,
                     help="weight of the detection-aware term (frozen YOLOv5n on the fused image; 0 = off)")
     ap.add_argument("--det-weights", default=None, help="YOLOv5 checkpoint of the term (default: data root yolov5n.pt)")
@@ -414,6 +417,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             best = float(extra.get("best", math.inf))
         history = list(extra.get("history", []))
         LOG.info("resumed %s at epoch %d, step %d", args.resume, epoch, step)
+    if args.init and resume_raw is None:
+        from egmt_ros.model.checkpoint import read_checkpoint
+
+        model.load_state_dict(read_checkpoint(args.init)["state_dict"])
+        LOG.info("initialised the weights from %s", args.init)
     net: torch.nn.Module = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -456,6 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "excluded": "tno* (test set) and llvip* (terms) unless explicitly allowed",
                 "torch": str(torch.__version__),
                 **({"previous_commands": prev_cmds} if prev_cmds else {}),
+                **({"init_from": str(args.init)} if args.init and resume_raw is None else {}),
             },
         }
 
