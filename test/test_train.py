@@ -140,6 +140,15 @@ def test_tiny_run_writes_card_and_resume_continues(two_pairs: Path, tmp_path: Pa
     assert adam_steps == {4.0}  # the optimizer state was restored, not restarted
     assert any(not torch.equal(v, resumed["state_dict"][k]) for k, v in first["state_dict"].items())
 
+    # --init: a new run (its own loss weights, step 0, fresh optimizer) from those weights
+    init_out = tmp_path / "init"
+    init_args = [a if a != str(out) else str(init_out) for a in common]
+    assert train.main(init_args + ["--steps", "0", "--init", str(out / "last.pt"), "--set", "alphas=[30,10,1]"]) == 0
+    started = read_checkpoint(init_out / "last.pt")
+    assert started["extra"]["step"] == 0 and started["card"]["config"]["alphas"] == [30.0, 10.0, 1.0]
+    assert started["card"]["training"]["init_from"] == str(out / "last.pt")
+    assert all(torch.equal(v, started["state_dict"][k]) for k, v in resumed["state_dict"].items())
+
 
 def test_loss_decreases_when_overfitting_one_pair(two_pairs: Path) -> None:
     # the paper variant starts far from the optimum (the rt variant starts at the pixel average, already close)
