@@ -53,12 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     from egmt_ros.fusion.engine import FusionEngine
 
     try:
+        pairs = match_pairs(args.ir, args.vi)  # the inputs first: they are checked in milliseconds, the model loads
+        for ir_path, vi_path in pairs:        # in seconds
+            check_pair(ir_path, vi_path)
         engine = FusionEngine.from_settings({
             "model.method": args.method, "model.path": str(args.model or ""), "model.backend": args.backend,
             "model.device": args.device, "command.use_text_encoder": False})
-        pairs = match_pairs(args.ir, args.vi)
-        for ir_path, vi_path in pairs:
-            check_pair(ir_path, vi_path)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
