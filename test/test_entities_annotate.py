@@ -9,7 +9,7 @@ import pytest
 
 from egmt_ros.cli.annotate import main
 from egmt_ros.core.classes import DEFAULT_CLASSES
-from egmt_ros.entities.encoders import MINILM_ID
+from egmt_ros.model.config import MINILM_ID
 
 
 def test_annotate_detector_source_resumable(data_root: Path, tmp_path: Path,

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from egmt_ros.entities.captioner import Blip2Captioner, to_pil_rgb
-from egmt_ros.entities.encoders import (SHARED_CACHE, ClipTextEncoder, TextFeatureCache, get_text_encoder)
+from egmt_ros.model.text import SHARED_CACHE, ClipTextEncoder, TextFeatureCache, get_text_encoder
 from egmt_ros.entities.extractor import T5EntityExtractor, get_extractor, normalize_entity
-from egmt_ros.entities.loading import ModelNotFoundError, resolve_model
+from egmt_ros.model.loading import ModelNotFoundError, resolve_model
 from egmt_ros.entities.sources import CaptionEntitySource
 
 WORDS = ("a the person people car cars street tree trees dog bus man men two of on in and with near photo black "

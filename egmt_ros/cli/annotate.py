@@ -22,16 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from egmt_ros.entities.loading import ensure_offline
+from egmt_ros.model.loading import ensure_offline
 
 ensure_offline()
 
 from egmt_ros.core.classes import DEFAULT_CLASSES, multi_hot, parse_class_list  # noqa: E402
 from egmt_ros.core.images import list_pairs, load_pair  # noqa: E402
 from egmt_ros.detection.detector import UntrustedWeightsError, add_trust_argument  # noqa: E402
-from egmt_ros.entities.encoders import MINILM_ID  # noqa: E402
 from egmt_ros.entities.sources import MODALITIES, SOURCES, EntitySet  # noqa: E402
 from egmt_ros.entities.timing import StageTimes  # noqa: E402
+from egmt_ros.model.config import MINILM_ID  # noqa: E402
 from egmt_ros.paths import data_root  # noqa: E402
 
 #: The detectors ``--source detector`` pools by default (under the data root): YOLO11n and YOLOv8n, COCO,
@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Annotate the pair folders; returns 0 on success."""
     from tqdm import tqdm
 
-    from egmt_ros.entities.encoders import get_text_encoder
+    from egmt_ros.model.text import get_text_encoder
 
     args = build_parser().parse_args(argv)
     classes = parse_class_list(args.classes)
@@ -222,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "use_cache" in inspect.signature(encoder.encode).parameters:
         def encode_uncached(texts: list[str]) -> Any:
             return encoder.encode(texts, use_cache=False)
-    elif hasattr(encoder, "_encode_new"):  # egmt_ros.model.text.CachedEncoder's hook for new labels
+    elif hasattr(encoder, "_encode_new"):  # an encoder without use_cache: its hook for new labels
         encode_uncached = encoder._encode_new  # noqa: SLF001
     else:
         encode_uncached = encoder.encode

@@ -318,9 +318,9 @@ def train_step(net: torch.nn.Module, loss_fn: torch.nn.Module, opt: torch.optim.
 
 def _text_encoder(cfg: EGMTConfig) -> Any:
     """The config's text encoder (all-MiniLM-L6-v2 by default; ``hash-<dim>`` for tests)."""
-    from egmt_ros.model.text import get_encoder
+    from egmt_ros.model.text import get_text_encoder
 
-    enc = get_encoder(cfg.text_encoder, cfg.text_dim)
+    enc = get_text_encoder(cfg.text_encoder, cfg.text_dim)
     if enc.dim != cfg.text_dim:
         raise SystemExit(f"text encoder {enc.id} gives {enc.dim}-d features, the config expects {cfg.text_dim}")
     return enc

@@ -1,7 +1,7 @@
 """Image captions with BLIP-2 (transformers ``Blip2ForConditionalGeneration`` + its processor), as the EGMT paper.
 
 The model is a Hugging Face id already in the local cache (``Salesforce/blip2-opt-2.7b``,
-``Salesforce/blip2-flan-t5-xl``, ...) or a local folder (see :mod:`egmt_ros.entities.loading`); nothing downloads.
+``Salesforce/blip2-flan-t5-xl``, ...) or a local folder (see :mod:`egmt_ros.model.loading`); nothing downloads.
 IR and VI images are captioned separately (:meth:`Blip2Captioner.caption_pair`), in one batch.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from egmt_ros.entities.loading import ensure_offline, resolve_model, torch_dtype
+from egmt_ros.model.loading import ensure_offline, resolve_model, torch_dtype
 
 ensure_offline()
 

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from egmt_ros.core.classes import singular
-from egmt_ros.entities.loading import ensure_offline, resolve_model, torch_dtype
+from egmt_ros.model.loading import ensure_offline, resolve_model, torch_dtype
 
 ensure_offline()
 

@@ -116,9 +116,9 @@ def text_encoder_for(method: FusionMethod, fallback: bool) -> Any:
     if getattr(method, "uses_text", False):
         return method.text_encoder  # type: ignore[attr-defined]
     if fallback:
-        from egmt_ros.model.text import MiniLMEncoder
+        from egmt_ros.model.text import get_text_encoder
 
-        return MiniLMEncoder()
+        return get_text_encoder()  # MiniLM
     return None
 
 

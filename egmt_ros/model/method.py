@@ -28,7 +28,7 @@ from egmt_ros.core.color import merge_luma, split_luma
 from egmt_ros.model.backends import FuseBackend, canonical_backend, make_backend, resolve_dtype
 from egmt_ros.model.checkpoint import load_checkpoint
 from egmt_ros.model.network import EGMT
-from egmt_ros.model.text import TextEncoder, get_encoder
+from egmt_ros.model.text import TextEncoder, get_text_encoder
 from egmt_ros.paths import models_dir
 
 RT_CHECKPOINT = "egmt_rt.pt"
@@ -97,7 +97,7 @@ class EGMTFuser:
         """The model's text encoder (built from the config's encoder id on first use)."""
         if self._encoder is None:
             cfg = self.model.config
-            self._encoder = get_encoder(cfg.text_encoder, cfg.text_dim)
+            self._encoder = get_text_encoder(cfg.text_encoder, cfg.text_dim)
         return self._encoder
 
     def set_entities(self, labels: list[str]) -> None:
