@@ -33,15 +33,20 @@ def test_default_detector_finds_labelled_people_on_fused_msrs(person_detector: D
     fused = DetectorInput(method).make(ir, vi)
     assert fused.shape == vi.shape
     dets = person_detector.detect(fused)
+    found, labelled = labelled_persons_found(dets, data_root)
+    print(f"\n00633D fused with {method}: {found} of {labelled} labelled persons found at IoU >= 0.5 "
+          f"({len(dets)} person detections, weights {Path(person_detector.weights).name})")
+    assert found == labelled
+    assert all(d.class_name == "person" for d in dets)
+
+
+def labelled_persons_found(dets: list[Detection], data_root: Path) -> tuple[int, int]:
+    """(how many of the 2 labelled persons of MSRS 00633D a detection matches at IoU >= 0.5, 2)."""
     gt = labels_to_pixels(read_yolo(data_root / "msrs_detection_labels" / "labels" / "633.txt"), 640, 480)
     persons = gt[gt[:, 0] == 0, 1:]
     assert len(persons) == 2
     iou = box_iou(persons, np.array([d.box_xyxy for d in dets]).reshape(-1, 4))
-    found = int(sum(row.max(initial=0.0) >= 0.5 for row in iou))
-    print(f"\n00633D fused with {method}: {found} of {len(persons)} labelled persons found at IoU >= 0.5 "
-          f"({len(dets)} person detections, weights {Path(person_detector.weights).name})")
-    assert found == len(persons)
-    assert all(d.class_name == "person" for d in dets)
+    return int(sum(row.max(initial=0.0) >= 0.5 for row in iou)), len(persons)
 
 
 def test_find_weights_default_is_the_data_root_model(data_root: Path) -> None:

@@ -11,12 +11,8 @@ import pytest
 import torch
 
 from egmt_ros.core.images import load_pair
-from egmt_ros.detection.dataset import read_yolo
-from egmt_ros.detection.evaluate import box_iou, labels_to_pixels
 from egmt_ros.detection.inputs import DetectorInput
-
-pytest.importorskip("yolov5", reason="yolov5==7.0.14 is installed by `make venv` (requirements-yolov5.txt)")
-from egmt_ros.detection.yolov5_backend import DEFAULT_YOLOV5_SUBPATH, YOLOv5Detector, letterbox  # noqa: E402
+from egmt_ros.detection.yolov5_backend import DEFAULT_YOLOV5_SUBPATH, YOLOv5Detector, letterbox
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +36,13 @@ def fused(data_root: Path) -> np.ndarray:
 
 def test_yolov5n_finds_labelled_people_on_fused_msrs(person_v5: YOLOv5Detector, fused: np.ndarray,
                                                      data_root: Path) -> None:
+    from test_detection import labelled_persons_found
+
     dets = person_v5.detect(fused)
-    gt = labels_to_pixels(read_yolo(data_root / "msrs_detection_labels" / "labels" / "633.txt"), 640, 480)
-    persons = gt[gt[:, 0] == 0, 1:]
-    assert len(persons) == 2
-    iou = box_iou(persons, np.array([d.box_xyxy for d in dets]).reshape(-1, 4))
-    found = int(sum(row.max(initial=0.0) >= 0.5 for row in iou))
-    print(f"\n00633D fused: YOLOv5n found {found} of {len(persons)} labelled persons at IoU >= 0.5 "
+    found, labelled = labelled_persons_found(dets, data_root)
+    print(f"\n00633D fused: YOLOv5n found {found} of {labelled} labelled persons at IoU >= 0.5 "
           f"({len(dets)} person detections)")
-    assert found == len(persons)
+    assert found == labelled == 2
     assert all(d.class_name == "person" and 0.25 <= d.score <= 1.0 for d in dets)
     assert person_v5.class_names[0] == "person" and len(person_v5.class_names) == 80
 

@@ -14,6 +14,7 @@ properties). ``device`` ``"cpu"`` only: for CUDA use ``torch``, ``compile`` or `
 
 from __future__ import annotations
 
+import importlib.util
 import time
 import warnings
 from pathlib import Path
@@ -31,11 +32,11 @@ _FROM_DTYPE = {torch.float32: "fp32", torch.bfloat16: "bf16"}
 
 
 def _import_openvino():
-    try:
-        import openvino as ov
-    except ImportError as exc:
-        raise BackendUnavailableError(f"backend 'openvino' needs the Python package 'openvino' (pip install "
-                                      f"openvino): {exc}") from exc
+    """The ``openvino`` module; BackendUnavailableError naming the package when it is not installed."""
+    if importlib.util.find_spec("openvino") is None:
+        raise BackendUnavailableError("backend 'openvino' needs the Python package 'openvino' (pip install openvino)")
+    import openvino as ov
+
     return ov
 
 
