@@ -22,7 +22,7 @@
 #   2. vision_msgs: the repository's install_interfaces/ (built by scripts/build_test_interfaces.sh when missing).
 #   3. colcon build --paths REPO --build-base WORK/build --install-base WORK/install; source WORK/install/setup.bash.
 #   4. `ros2 launch egmt_ros fusion.launch.py --show-args`.
-#   5. Three runs of `ros2 launch egmt_ros fusion.launch.py method:=average ...` (method average needs no
+#   5. Four runs of `ros2 launch egmt_ros fusion.launch.py method:=average ...` (method average needs no
 #      weights; the detector uses $EGMT_DATA/weights, EGMT_DATA defaults to REPO/../shared/data), each about
 #      RUN_SECONDS (default 40, at least 25) long, on a ROS domain leased like the tests do (test/ros_harness.py) with
 #      ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST. A second process (WORK/venv python + rclpy, standing in for the
@@ -32,7 +32,9 @@
 #        a) default topics, SIGINT to the `ros2 launch` process (as `kill -INT`);
 #        b) thermal_topic:=/flir/image_raw rgb_topic:=/cam/image_raw use_sim_time:=false, bag left at its default
 #           '' (the images are published on the remapped topics; nothing may subscribe to the default ones);
-#        c) default topics, SIGINT to the whole process group (what Ctrl-C in a terminal does).
+#        c) default topics, SIGINT to the whole process group (what Ctrl-C in a terminal does);
+#        d) bag:=WORK/bag40 use_sim_time:=true: a 40-pair bag (M2VD 0117_1620, 5 Hz) played by the launch file's
+#           player once the graph is ready; at least 38 of the 40 pairs must come out fused.
 #      Fast DDS: the launch runs with the caller's environment (the launch file picks the profile itself); the
 #      camera stand-in gets FASTDDS_DEFAULT_PROFILES_FILE = the installed share/egmt_ros/config/
 #      fastdds_large_images.xml (as README says camera drivers need), unless the caller set a Fast DDS variable.
@@ -173,6 +175,8 @@ ap.add_argument("--thermal-topic", default="/thermal/image_raw")
 ap.add_argument("--rgb-topic", default="/rgb/image_raw")
 ap.add_argument("--unused-topic", action="append", default=[], help="must have no subscriber")
 ap.add_argument("--seconds", type=float, default=20.0, help="publish for this long (one pair every 0.5 s)")
+ap.add_argument("--bag-pairs", type=int, default=0, help="publish nothing: the launch plays a bag of this many pairs; "
+                                                         "wait for their /egmt/fused (up to 240 s), want >= N - 2")
 a = ap.parse_args()
 
 def image(arr, encoding, stamp):
@@ -192,6 +196,20 @@ node = rclpy.create_node("check_launch_client")
 fused, dets = [], []
 node.create_subscription(Image, "/egmt/fused", fused.append, qos_profile_sensor_data)
 node.create_subscription(Detection2DArray, "/egmt/detections", dets.append, 10)
+if a.bag_pairs:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 240 and len({(m.header.stamp.sec, m.header.stamp.nanosec) for m in fused}) < a.bag_pairs:
+        rclpy.spin_once(node, timeout_sec=0.2)
+    t_end = time.monotonic() + 3  # late results
+    while time.monotonic() < t_end:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    n = len({(m.header.stamp.sec, m.header.stamp.nanosec) for m in fused})
+    ok = n >= a.bag_pairs - 2 and bool(dets)
+    print(f"[client] bag of {a.bag_pairs} pairs: {n} fused (distinct stamps), {len(dets)} /egmt/detections after "
+          f"{time.monotonic() - t0:.1f} s -> {'OK' if ok else 'FAIL'}", flush=True)
+    node.destroy_node()
+    rclpy.shutdown()
+    sys.exit(0 if ok else 1)
 pub_t = node.create_publisher(Image, a.thermal_topic, qos_profile_sensor_data)
 pub_r = node.create_publisher(Image, a.rgb_topic, qos_profile_sensor_data)
 t0 = time.monotonic()
@@ -248,7 +266,7 @@ if [ -z "${FASTDDS_DEFAULT_PROFILES_FILE+1}${FASTRTPS_DEFAULT_PROFILES_FILE+1}${
     say "note: $PROFILE is not installed; the camera stand-in runs with Fast DDS defaults"; fi
 fi
 
-# run NAME SIGNAL_TARGET(pid|group) LAUNCH_ARGS... -- CLIENT_ARGS...
+# run NAME SIGNAL_TARGET(pid|group) LAUNCH_ARGS... -- CLIENT_ARGS...   (PROCS: processes launch must start, 3)
 run_case() {
   local name="$1" target="$2"; shift 2
   local largs=() cargs=()
@@ -271,7 +289,7 @@ run_case() {
   [ "$crc" -eq 0 ] || fail "[$name] the graph did not deliver /egmt/fused and /egmt/detections (see $clog)"
   local started
   started=$(grep -c 'process started with pid' "$log")
-  [ "$started" -eq 3 ] || fail "[$name] $started processes started, want 3 (no bag player, no rviz by default)"
+  [ "$started" -eq "${PROCS:-3}" ] || fail "[$name] $started processes started, want ${PROCS:-3} (3 nodes; a bag player with bag:=)"
   while [ $(( SECONDS - t0 )) -lt "$RUN_SECONDS" ] && kill -0 "$lpid" 2>/dev/null; do sleep 1; done
   if ! kill -0 "$lpid" 2>/dev/null; then
     wait "$lpid"; fail "[$name] ros2 launch ended by itself (rc $?) before SIGINT; see $log"; return
@@ -302,6 +320,14 @@ run_case b_remapped pid method:=average thermal_topic:=/flir/image_raw rgb_topic
   use_sim_time:=false -- --thermal-topic /flir/image_raw --rgb-topic /cam/image_raw \
   --unused-topic /thermal/image_raw --unused-topic /rgb/image_raw
 run_case c_ctrl_c group method:=average --
+# d) bag:= with a 40-pair bag (M2VD 0117_1620 at 5 Hz): the player starts with the nodes but plays once the graph is
+#    ready (docs/launch.md); nearly every pair must come out fused (before: 0 of 40).
+BAG="$WORK/bag40"
+rm -rf "$BAG"
+"$PY" -m rosbag_tools.make_bag --ir-video "$EGMT_DATA/m2vd/infrared/0117_1620.mp4" \
+  --vi-video "$EGMT_DATA/m2vd/visible/0117_1620.mp4" --max-frames 40 --rate 5 --out "$BAG" --no-progress \
+  > "$LOGS/make_bag.log" 2>&1 || { cat "$LOGS/make_bag.log"; fail "make_bag for case d"; }
+PROCS=4 run_case d_bag pid method:=average bag:="$BAG" use_sim_time:=true -- --bag-pairs 40
 
 if [ "$FAILED" -eq 0 ]; then say "PASSED (logs in $LOGS)"; else say "FAILED (logs in $LOGS)"; fi
 exit "$FAILED"
