@@ -93,14 +93,19 @@ def box_mean(x: Tensor, radius: int) -> Tensor:
     return F.avg_pool2d(F.pad(x, (radius,) * 4, mode="replicate"), 2 * radius + 1, stride=1)
 
 
+def _local_stats(x: Tensor, radius: int) -> tuple[Tensor, Tensor]:
+    """(local mean, local standard deviation) over the box of ``radius``."""
+    mu = box_mean(x, radius)
+    return mu, torch.sqrt(torch.clamp(box_mean(x * x, radius) - mu * mu, min=0.0) + 1e-8)
+
+
 def information_map(x: Tensor, radius: int = INFO_RADIUS) -> Tensor:
     """Local information of a source ``[B, 1, H, W]`` in [0, 1] (first smoothed over a ``NOISE_RADIUS`` box):
     ``(mean Sobel energy + local std + INFO_FLOOR)
     / (local mean + WEBER)`` over the box of ``radius`` (a Weber contrast: smoke, fog and glare are bright and
     flat, so their information is low; a flat dark IR background is low too, only its floor remains)."""
     x = box_mean(x, NOISE_RADIUS)  # sensor noise is not information
-    mu = box_mean(x, radius)
-    sd = torch.sqrt(torch.clamp(box_mean(x * x, radius) - mu * mu, min=0.0) + 1e-8)
+    mu, sd = _local_stats(x, radius)
     return (box_mean(sobel_magnitude(x), radius) + sd + INFO_FLOOR) / (mu + WEBER)
 
 
@@ -108,9 +113,7 @@ def visible_visibility(vi: Tensor, radius: int = INFO_RADIUS) -> Tensor:
     """Visibility factor of the visible image in [0.1, 1]: darkness (local mean below ``DARK_LEVEL``) scales it
     down linearly, and a veil (smoke, fog, glare: local mean above ``VEIL_LEVEL`` with a local standard deviation
     below ``VEIL_CONTRAST``) scales it down to 0.3."""
-    x = box_mean(vi, NOISE_RADIUS)
-    mu = box_mean(x, radius)
-    sd = torch.sqrt(torch.clamp(box_mean(x * x, radius) - mu * mu, min=0.0) + 1e-8)
+    mu, sd = _local_stats(box_mean(vi, NOISE_RADIUS), radius)
     dark = torch.clamp(mu / DARK_LEVEL, 0.1, 1.0)
     veil = torch.clamp((mu - VEIL_LEVEL) / 0.2, 0.0, 1.0) * torch.clamp(1.0 - sd / VEIL_CONTRAST, 0.0, 1.0)
     return dark * (1.0 - 0.7 * veil)
