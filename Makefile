@@ -1,4 +1,4 @@
-# egmt_ros: the two commands (see README.md)
+# egmt_ros: the commands (see README.md)
 #   make demo   play the default sample through the whole graph and write out/demo/report.html
 #   make test   build with colcon, run colcon test, print colcon test-result --verbose
 #   make run    start the three nodes (bringup) on the live camera topics; PARAMS as for make demo
