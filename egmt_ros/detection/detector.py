@@ -1,11 +1,11 @@
 """The default object detector: a thin wrapper over ultralytics YOLO, offline, for numpy images.
 
-Weights come from :func:`find_weights`: the explicit ``detector.weights`` parameter, else the official YOLO11n COCO
-model (INT8 OpenVINO export) under the data root, else ultralytics' standard ``yolo11n.pt`` when online. There is no
-working-directory fallback. Formats that load without unpickling are the default: an OpenVINO model folder,
-``.onnx``, ``.engine``, a model ``.yaml`` (random init). A ``.pt`` (or any other file ultralytics would unpickle:
-a crafted one runs its code on load) is refused unless the caller consents with ``trust_pickle`` (the
-``weights_trust_pickle`` parameter of detection_node, ``--weights-trust-pickle`` of the CLIs);
+Weights come from :func:`find_weights`: the explicit weights (detection_node's ``weights`` parameter), else the
+official YOLO11n COCO model (INT8 OpenVINO export) under the data root, else ultralytics' standard ``yolo11n.pt``
+when online. There is no working-directory fallback. Formats that load without unpickling are the default: an
+OpenVINO model folder, ``.onnx``, ``.engine``, a model ``.yaml`` (random init). A ``.pt`` (or any other file
+ultralytics would unpickle: a crafted one runs its code on load) is refused unless the caller consents with
+``trust_pickle`` (the ``weights_trust_pickle`` parameter of detection_node, ``--weights-trust-pickle`` of the CLIs);
 :func:`check_weights_safe` raises :class:`UntrustedWeightsError` saying how to load the weights safely.
 """
 
@@ -70,9 +70,10 @@ class Detection:
 def find_weights(explicit: str | None = None) -> str:
     """The detector weights to load (a path, or the ultralytics model name ``yolo11n.pt`` when online).
 
-    Search order: ``explicit`` (the ``detector.weights`` parameter; a missing path is an error, except a bare
-    ultralytics model name when online); ``<data root>/weights/yolo11n_int8_openvino_model``; ``yolo11n.pt``
-    downloaded by ultralytics when not offline (a pickle: :class:`Detector` loads it only with ``trust_pickle``).
+    Search order: ``explicit`` (detection_node's ``weights`` parameter, the CLIs' ``--weights``; a missing path is
+    an error, except a bare ultralytics model name when online); ``<data root>/weights/yolo11n_int8_openvino_model``;
+    ``yolo11n.pt`` downloaded by ultralytics when not offline (a pickle: :class:`Detector` loads it only with
+    ``trust_pickle``).
     Raises FileNotFoundError naming every place looked at.
     """
     prepare_ultralytics()
@@ -97,7 +98,7 @@ def find_weights(explicit: str | None = None) -> str:
         return ULTRALYTICS_STANDARD
     looked.append(f"ultralytics download of {ULTRALYTICS_STANDARD} (skipped: YOLO_OFFLINE is set)")
     raise FileNotFoundError("no detector weights found; looked at: " + "; ".join(looked)
-                            + ". Set the detector.weights parameter or EGMT_DATA.")
+                            + ". Set detection_node's weights parameter (or --weights) or EGMT_DATA.")
 
 
 def to_detector_input(image: np.ndarray) -> np.ndarray:

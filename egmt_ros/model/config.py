@@ -50,7 +50,7 @@ class EGMTConfig:
     heads: int = 4                #: attention heads (channel attention and token attention); must divide channels
     ffn_ratio: float = 2.0        #: hidden width of every FFN = ffn_ratio * channels
     depth: int = 1                #: number of stacked ECIM blocks
-    scale: int = 1                #: the ECIM runs at 1/scale resolution (paper 1; rt 4); a power of 2
+    scale: int = 1                #: the ECIM runs at 1/scale resolution (paper 1; rt_config 8); a power of 2
     detail_channels: int = 16     #: rt only: channels of the half-resolution decoder
     detail_blocks: int = 1        #: rt only: residual 3x3 conv blocks in the half-resolution decoder
     # --- text / entities ---
