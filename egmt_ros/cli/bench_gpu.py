@@ -64,6 +64,10 @@ def _csv(s: str) -> list[str]:
     return [x.strip() for x in s.split(",") if x.strip()]
 
 
+def _cuda(args: argparse.Namespace) -> bool:
+    return str(args.device).startswith("cuda")
+
+
 def _fuser(args: argparse.Namespace, mode: str, dtype: str, tmp: Path):
     from egmt_ros.model.method import RT_CHECKPOINT, EGMTFuser
     from egmt_ros.paths import models_dir
@@ -77,7 +81,7 @@ def _fuser(args: argparse.Namespace, mode: str, dtype: str, tmp: Path):
     else:
         path = Path(args.model)
     fuser = EGMTFuser.from_checkpoint(path, device=args.device if mode else "cpu", dtype=dtype,
-                                      backend={"eager": "torch", "compile": "compile"}[mode or "eager"])
+                                      backend="compile" if mode == "compile" and not _cuda(args) else "torch")
     if args.entities > 0 and fuser.model.config.uses_text:
         f = np.random.default_rng(0).standard_normal((args.entities, fuser.model.config.text_dim)).astype(np.float32)
         fuser.set_entity_features(f / np.linalg.norm(f, axis=1, keepdims=True))
@@ -154,7 +158,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     from egmt_ros.fusion.device import DeviceFusionPipeline
     from egmt_ros.paths import data_root
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
+    if _cuda(args) and not torch.cuda.is_available():
         raise BenchError("--device cuda, but torch sees no CUDA device (on a CPU-only machine: --device cpu)")
     modes, dtypes, batches = _csv(args.modes), _csv(args.dtypes), [int(b) for b in _csv(args.batches)]
     for m in modes:
@@ -173,7 +177,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             for dtype in dtypes:
                 fuser = _fuser(args, mode, dtype, Path(tmpdir))
                 diff = parity(fuser, ref, frames[0])
-                pipe = DeviceFusionPipeline(fuser, cuda_graph=mode == "compile")
+                # compile on CUDA: the whole device path (pre + network + post) in CUDA graphs; on the CPU: the
+                # network through the compile backend
+                pipe = DeviceFusionPipeline(fuser, cuda_graph=mode == "compile" and _cuda(args))
                 for batch in batches:
                     r = time_row(pipe, frames, batch, args.frames, args.warmup)
                     row = {"mode": mode, "dtype": dtype, "batch": batch, "calls": args.frames, "p50_ms": r["p50_ms"],
@@ -189,7 +195,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     gpu = gpu_name()
     meta = {"command": "python -m egmt_ros.cli.bench_gpu " + " ".join(shlex.quote(a) for a in argv),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "device": f"{args.device}" + (f" ({gpu})" if gpu and args.device.startswith("cuda") else "")
+            "device": f"{args.device}" + (f" ({gpu})" if gpu and _cuda(args) else "")
                       + f"; host {cpu_model()}",
             "model": f"{args.model}, {args.entities} entity vectors, {args.size}",
             "detector": args.detector, "load average (1 min)": f"{la0[0]:.2f} at the start, {la1[0]:.2f} at the end",
