@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -145,3 +146,25 @@ def test_fuse_cli_writes_same_size_colour_images(ckpt: tuple[EGMT, Path], tmp_pa
     assert img.shape == (45, 61, 3)
     assert main(["--ir", str(tmp_path / "ir"), "--vi", str(tmp_path / "vi"), "--out", str(out),
                  "--model", str(tmp_path / "missing.pt")]) == 2
+
+
+def test_fuse_cli_takes_every_method_and_a_backend(ckpt: tuple[EGMT, Path], tmp_path: Path, data_root: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--method`` runs any registered method (a classical rule differs from EGMT) and ``--backend onnxruntime``
+    gives the torch backend's images within 8-bit rounding; an unknown backend is a one-line error."""
+    from egmt_ros.cli.fuse import main
+
+    monkeypatch.setenv("EGMT_CACHE_DIR", str(tmp_path / "cache"))  # the ONNX export of the backend
+    _, path = ckpt
+    stem, ir_p, vi_p = list_pairs(data_root / "roadscene")[0]
+    ir, vi = load_pair(ir_p, vi_p)
+    save_image(tmp_path / "ir" / f"{stem}.png", ir[:40, :56])
+    save_image(tmp_path / "vi" / f"{stem}.png", vi[:40, :56])
+    common = ["--ir", str(tmp_path / "ir"), "--vi", str(tmp_path / "vi"), "--model", str(path), "--method", "egmt"]
+    out = {}
+    for name, extra in (("torch", []), ("ort", ["--backend", "onnxruntime"]), ("lp", ["--method", "lp"])):
+        assert main(common + extra + ["--out", str(tmp_path / name)]) == 0, name
+        out[name] = cv2.imread(str(tmp_path / name / f"{stem}.png")).astype(int)
+    assert np.abs(out["torch"] - out["ort"]).max() <= 1
+    assert np.abs(out["torch"] - out["lp"]).max() > 10
+    assert main(common + ["--backend", "tflite", "--out", str(tmp_path / "x")]) == 2
