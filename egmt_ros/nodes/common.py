@@ -311,7 +311,7 @@ class EgmtNode(Node):
             except ImageConversionError as exc:
                 problem = f"bad image on {topic}: {exc}"
         self.errors.note(REJECTED, problem)
-        self.get_logger().warn(problem, throttle_duration_sec=2.0)
+        self.get_logger().warning(problem, throttle_duration_sec=2.0)
         return None
 
     # ------------------------------------------------------------ worker and diagnostics

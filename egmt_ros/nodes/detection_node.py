@@ -104,7 +104,7 @@ class DetectionNode(EgmtNode):
             self._detect(msg)
         except (ImageConversionError, ValueError) as exc:
             self.error = (time.monotonic(), f"bad image on {self.fused_topic}: {exc}")
-            self.get_logger().warn(self.error[1], throttle_duration_sec=2.0)
+            self.get_logger().warning(self.error[1], throttle_duration_sec=2.0)
         except Exception as exc:  # noqa: BLE001 - keep running, report on /diagnostics
             self.error = (time.monotonic(), f"detection failed: {exc}")
             self.get_logger().error(self.error[1], throttle_duration_sec=2.0)

@@ -49,6 +49,7 @@ class FusionNode(EgmtNode):
         self.engine = FusionEngine.from_settings({k: param(self, k) for k in SETTINGS})
         self.rates = {k: RateMeter() for k in ("thermal", "rgb", "fused")}
         self.entity_stamp: float | None = None
+        self._resets_logged = 0
         self.thermal_topic = self.resolve_topic_name("/thermal/image_raw")
         self.rgb_topic = self.resolve_topic_name("/rgb/image_raw")
         qos = qos_by_name(param(self, "qos"), param(self, "qos_depth"),
@@ -94,14 +95,20 @@ class FusionNode(EgmtNode):
         return SetParametersResult(successful=command is None or command.ok, reason=answer)
 
     def _on_clock_jump(self, jump) -> None:
-        why = self.engine.clock_jumped(jump.delta.nanoseconds, jump.clock_change != ClockChange.ROS_TIME_NO_CHANGE)
-        if why:
-            self.get_logger().warn(f"{why}: stamp pairer reset")
+        self.engine.clock_jumped(jump.delta.nanoseconds, jump.clock_change != ClockChange.ROS_TIME_NO_CHANGE)
+        self._log_resets()
+
+    def _log_resets(self) -> None:
+        """One log line per pairer reset (a replay restarting, a clock jump), whoever noticed it."""
+        c = self.engine.pairer.snapshot()
+        if c.resets > self._resets_logged:
+            self._resets_logged = c.resets
+            self.get_logger().warning(f"stamp pairer reset ({c.resets} so far): {c.last_reset}")
 
     def _warn(self, kind: str, message: str) -> None:
         """Note a problem (diagnostics report every distinct recent one) and log it, throttled."""
         self.errors.note(kind, message)
-        self.get_logger().warn(message, throttle_duration_sec=2.0)
+        self.get_logger().warning(message, throttle_duration_sec=2.0)
 
     def _frame(self, msg: Image, allowed: tuple[str, ...], topic: str) -> tuple[Any, int, int] | None:
         """(pixels, stamp ns, clock ns) of a camera frame, its stamp's lag checked; None if refused."""
@@ -179,6 +186,7 @@ class FusionNode(EgmtNode):
             if silence is None or silence > param(self, "input_timeout"):
                 msgs.append(f"no {name} image received yet on {topic}" if silence is None else
                             f"no {name} image for {silence:.1f} s on {topic}")
+        self._log_resets()
         msgs.append(self.engine.stall_message(now, self.rates["fused"].silence(now), self.errors.count(REJECTED)))
         if ent_age is not None and ent_age > param(self, "entities.max_age"):
             msgs.append(f"entities are {ent_age:.0f} s old: is entity_node running? (fusing with the last ones)")
