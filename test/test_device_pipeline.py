@@ -156,3 +156,28 @@ def ckpt_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from egmt_ros.model.checkpoint import save_checkpoint
 
     return save_checkpoint(tmp_path_factory.mktemp("bg") / "tiny.pt", tiny_rt(), {"training_data": "test"})
+
+
+def test_engine_runs_the_device_path_and_falls_back_for_effects(frames, fuser: EGMTFuser) -> None:
+    """FusionEngine(device_path=True) (automatic for EGMT on CUDA): bit-identical to the numpy engine without a
+    homography (the engine's AGC and its running range used), its entity words applied, and the numpy path while a
+    TeRF effect is active (effects run on the fused numpy luma)."""
+    from egmt_ros.fusion.terf import Region
+
+    ref, dev = FusionEngine(fuser), FusionEngine(fuser, device_path=True)
+    assert not FusionEngine(fuser)._device_path  # CPU backend: numpy path unless asked
+    for thermal, bgr in frames:
+        a, b = ref.process(thermal, bgr, "bgr8", stamp=7, frame_id="rgb"), dev.process(thermal, bgr, "bgr8", 7, "rgb")
+        assert np.array_equal(a.image, b.image) and (b.stamp, b.frame_id, b.encoding) == (7, "rgb", "bgr8")
+    assert dev._device is not None and dev._device.agcs == [dev.agc]
+    assert dev.agc.current_range == ref.agc.current_range
+    assert dev.status_values()["total_ms_p50"] > 0
+    dev.set_entities(["car"])
+    dev.process(*frames[0])
+    assert fuser.entities == ["car"]
+    fuser.set_entities(ENTITIES)
+    ref.process(*frames[0])  # the same AGC history on both
+    for e in (ref, dev):
+        e.effects.apply_command("brighten", Region("everything"))
+    a, b = ref.process(*frames[1]), dev.process(*frames[1])
+    assert np.array_equal(a.image, b.image)

@@ -108,7 +108,8 @@ def network_of(method: Any) -> tuple[Callable[[Tensor, Tensor], Tensor], torch.d
 class DeviceFusionPipeline:
     """AGC + registration + colour + EGMT + colour + uint8 for N raw camera pairs per call, on the model's device.
 
-    ``agcs``: one :class:`ThermalAGC` per camera pair (index in the batch; created on first use with ``agc_params``).
+    ``agcs``: one :class:`ThermalAGC` per camera pair (index in the batch; created on first use with ``agc_params``;
+    :class:`egmt_ros.fusion.engine.FusionEngine` puts its own there). ``homography`` may change between calls.
     ``cuda_graph``: on CUDA, the device part is compiled with ``torch.compile(mode="reduce-overhead")`` (one CUDA
     graph per size and batch, captured on first use).
     """
@@ -121,7 +122,7 @@ class DeviceFusionPipeline:
         self.agc_params = agc_params
         self.agcs: list[ThermalAGC] = []
         self._cuda = self.device.type == "cuda"
-        self._grids: dict[tuple[tuple[int, int], tuple[int, int]], Tensor] = {}
+        self._grids: dict[tuple[tuple[int, int], tuple[int, int], bytes], Tensor] = {}
         self._host: dict[str, Tensor] = {}
         self._step: Callable[..., Tensor] = self._device_step
         if cuda_graph and self._cuda:
@@ -142,7 +143,7 @@ class DeviceFusionPipeline:
                 raise ValueError(f"size mismatch: thermal is {src_hw[1]}x{src_hw[0]}, RGB is {dst_hw[1]}x{dst_hw[0]}, "
                                  "and no homography is set (parameter 'homography')")
             return None
-        key = (src_hw, dst_hw)
+        key = (src_hw, dst_hw, self.homography.tobytes())
         if key not in self._grids:
             self._grids[key] = warp_grid(self.homography, src_hw, dst_hw, self.device)
         return self._grids[key]

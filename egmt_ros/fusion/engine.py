@@ -138,8 +138,15 @@ class FusionEngine:
 
     def __init__(self, method: FusionMethod, agc: ThermalAGC | None = None, homography: np.ndarray | None = None,
                  effects: EffectStack | None = None, parser: CommandParser | None = None,
-                 pairer: StampPairer | None = None) -> None:
+                 pairer: StampPairer | None = None, device_path: bool | None = None) -> None:
+        """``device_path``: run :meth:`process` on the model's device (:mod:`egmt_ros.fusion.device`: one copy in,
+        one out) while no TeRF effect is active; None = when the method is EGMT on a CUDA torch/compile backend."""
         self.method = method
+        self._device: Any = None  # the DeviceFusionPipeline, built on first use
+        if device_path is None:
+            backend = getattr(method, "backend", None)
+            device_path = hasattr(backend, "fuse_tensor") and getattr(backend.device, "type", "") == "cuda"
+        self._device_path = bool(device_path)
         self.agc = agc or ThermalAGC()
         self.homography = homography
         self.effects = effects or EffectStack()
@@ -264,11 +271,15 @@ class FusionEngine:
     # ---------------------------------------------------------------- fusion
     def fuse(self, ir: np.ndarray, vi: np.ndarray, stamp: int = 0) -> np.ndarray:
         """Float [0, 1] IR grey + visible grey/RGB -> fused float [0, 1] (grey or RGB), with the active effects."""
+        self._take_entities()
+        return fuse_images(self.method, ir, vi, self._apply_effects, stamp * 1e-9)
+
+    def _take_entities(self) -> None:
+        """Give the method the entity words set since the last frame (encoding may take a while: outside the lock)."""
         with self._lock:
             pending, self._pending_entities = self._pending_entities, None
         if pending is not None and hasattr(self.method, "set_entities"):
-            self.method.set_entities(pending)  # encoding may take a while: outside the lock
-        return fuse_images(self.method, ir, vi, self._apply_effects, stamp * 1e-9)
+            self.method.set_entities(pending)
 
     def _apply_effects(self, fused: np.ndarray, ir: np.ndarray, vi_y: np.ndarray, seconds: float) -> np.ndarray:
         with self._lock:  # commands never change the effects in the middle of a frame
@@ -283,6 +294,8 @@ class FusionEngine:
         t0 = time.perf_counter()
         if thermal.size == 0 or rgb.size == 0:
             raise ValueError(f"empty image: thermal {thermal.shape}, rgb {rgb.shape}")
+        if self._device_path and not self.effects.effects:
+            return self._record(self._on_device(thermal, rgb, rgb_encoding), stamp, frame_id, t0)
         ir = self.agc(thermal_to_gray(thermal))
         ir = warp_thermal(ir, self.homography, (rgb.shape[1], rgb.shape[0]))
         if rgb.ndim == 3:
@@ -299,11 +312,25 @@ class FusionEngine:
         if out.ndim == 3:
             out = np.ascontiguousarray(out[:, :, ::-1])
             encoding = "bgr8"
-        t3 = time.perf_counter()
-        timings = {"preprocess": t1 - t0, "fuse": t2 - t1, "postprocess": t3 - t2}
-        for k, v in {**timings, "total": t3 - t0}.items():
+        timings = {"preprocess": t1 - t0, "fuse": t2 - t1, "postprocess": time.perf_counter() - t2}
+        return self._record(FusionResult(out, encoding, timings=timings), stamp, frame_id, t0)
+
+    def _record(self, res: FusionResult, stamp: int, frame_id: str, t0: float) -> FusionResult:
+        """Stamp and frame of the pair on a result; its stage times into the latency windows."""
+        res.stamp, res.frame_id = stamp, frame_id
+        for k, v in {**res.timings, "total": time.perf_counter() - t0}.items():
             self.lat[k].add(v)
-        return FusionResult(out, encoding, stamp, frame_id, timings)
+        return res
+
+    def _on_device(self, thermal: np.ndarray, rgb: np.ndarray, rgb_encoding: str) -> FusionResult:
+        """The pair through the device-resident path with this engine's AGC (its running range) and homography."""
+        if self._device is None:
+            from egmt_ros.fusion.device import DeviceFusionPipeline
+
+            self._device = DeviceFusionPipeline(self.method)
+        self._take_entities()
+        self._device.homography, self._device.agcs = self.homography, [self.agc]
+        return self._device.process(thermal, rgb, rgb_encoding)
 
     def fuse_pair(self, pair: Pair) -> FusionResult:
         """Fuse a pair from :meth:`take`; the result carries the pair's stamp and the RGB frame id."""
