@@ -252,22 +252,27 @@ def test_long_and_many_commands_do_not_stall_fusion(spawn, client) -> None:
     def p50() -> float:
         return float(client.diagnostics("fusion")[-1][2]["total_ms_p50"])
 
+    def burst(tag: str) -> int:
+        """1000 commands in 1 s (more if the second is not over), each with a new unknown word."""
+        end, i = time.monotonic() + 1.0, 0
+        while time.monotonic() < end or i < 1000:
+            client.command.publish(String(data=f"more infrared on the {tag}{i}"))
+            i += 1
+            time.sleep(0.0005)
+        return i
+
     window = 200 / 30 + 1.0  # the node's latency window: 200 frames
     cam = threading.Thread(target=camera, daemon=True)
     cam.start()
     try:
-        client.command.publish(String(data="brighten the okapi"))  # warm-up: MiniLM's first call allocates
+        burst("warmup")  # MiniLM's first calls allocate: the memory check compares after this
         time.sleep(window)
         quiet = p50()
         n0 = len(client.messages("/egmt/fused"))
         words = " ".join(f"{w}{i}" for i, w in enumerate(RNG.choice(["zebra", "drop", "table", "rm", "rf"], 2000)))
         client.command.publish(String(data=("more infrared on " + words)[:10_000]))
         rss = [_rss_mb(proc.pid)]
-        end, i = time.monotonic() + 1.0, 0
-        while time.monotonic() < end or i < 1000:  # 1000 commands in 1 s
-            client.command.publish(String(data=f"more infrared on the thing{i}"))
-            i += 1
-            time.sleep(0.0005)
+        i = burst("thing")
         time.sleep(window - 1.0)
         busy = p50()
         rss.append(_rss_mb(proc.pid))
@@ -284,7 +289,7 @@ def test_long_and_many_commands_do_not_stall_fusion(spawn, client) -> None:
     assert gaps.max() <= 0.5, "no gap in fused output longer than 0.5 s"
     assert any("too long" in f for f in feedback) and all(len(f) < 400 for f in feedback)
     assert any("too many commands" in f for f in feedback)
-    assert rss[1] - rss[0] < 20, f"memory bounded: RSS {rss} MB"
+    assert rss[1] - rss[0] < 10, f"memory bounded: RSS {rss} MB"
     assert busy <= 1.2 * max(quiet), (quiet, busy)
     assert proc.poll() is None
 
