@@ -106,3 +106,19 @@ def test_detection_node_runs_the_yolov5_backend(spawn, ros_node, fused: np.ndarr
                      20, "detection diagnostics naming yolov5n.pt")
     finally:
         c.close()
+
+
+def test_openvino_detector_threads_are_limited_and_it_still_detects(person_v5: YOLOv5Detector, fused: np.ndarray,
+                                                                    data_root: Path) -> None:
+    """make_detector(threads=1) (the detection node's default on 2 cores) recompiles the default OpenVINO YOLO11n
+    with one inference thread and no CPU pinning; it still finds both persons. Other formats: nothing to change."""
+    from egmt_ros.detection.backends import limit_openvino_threads, make_detector
+    from test_detection import labelled_persons_found
+
+    det = make_detector("ultralytics", threads=1, classes=["person"])
+    compiled = det.model.predictor.model.backend.ov_compiled_model
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == 1 and not compiled.get_property("ENABLE_CPU_PINNING")
+    assert labelled_persons_found(det.detect(fused), data_root) == (2, 2)
+    with pytest.raises(ValueError, match="unknown detector backend 'tflite'"):
+        make_detector("tflite")
+    assert limit_openvino_threads(person_v5, 1) is False

@@ -10,6 +10,7 @@ The detector and its weight search live in ``egmt_ros.detection``.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -50,11 +51,9 @@ class DetectionNode(EgmtNode):
         super().__init__("detection_node", DEFAULTS, **kwargs)
         from egmt_ros.detection.backends import make_detector
 
-        if param(self, "threads") > 0:  # torch's intra-op threads (the yolov5 backend, ultralytics .pt models)
-            import torch
-
-            torch.set_num_threads(param(self, "threads"))
+        threads = param(self, "threads") or max(1, (os.cpu_count() or 2) // 2)  # 0: half the cores, as fusion
         self.detector = make_detector(param(self, "backend"), trust_pickle=param(self, "weights_trust_pickle"),
+                                      threads=threads,
                                       weights=param(self, "weights") or None, device=param(self, "device"),
                                       conf=param(self, "conf"), iou=param(self, "iou"), imgsz=param(self, "imgsz"),
                                       classes=_split(param(self, "classes")))
