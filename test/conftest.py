@@ -40,4 +40,4 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Remove the Fast DDS segments and ports of this run whose processes are gone."""
-    ros_harness.clean_fastdds_shm(_shm_before)
+    ros_harness.clean_fastdds_shm(_shm_before, wait=5.0)

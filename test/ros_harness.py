@@ -433,23 +433,38 @@ def _lock_is_free(path: Path) -> bool:
         return False
 
 
-def clean_fastdds_shm(before: set[str], shm_dir: Path = SHM_DIR) -> list[str]:
+def clean_fastdds_shm(before: set[str], shm_dir: Path = SHM_DIR, wait: float = 0.0) -> list[str]:
     """Remove the Fast DDS segments and ports that appeared in ``shm_dir`` since ``before`` (a :func:`shm_files`
     snapshot) and whose owning processes are gone (their lock file is not locked): what processes killed with
-    SIGKILL leave behind. Files that were there before, or are still in use, are kept. Returns the names removed."""
+    SIGKILL leave behind. Files that were there before, or are still in use, are kept. ``wait``: seconds to give
+    locks that are still held to be released (a killed process's forked helpers, which share its lock, may outlive
+    it by a moment). Returns the names removed."""
     removed = []
     bases = sorted({n[:-3] for n in shm_files(shm_dir) - before if _SHM_LOCK_RE.match(n)})
-    for base in bases:
-        locks = [shm_dir / f"{base}{s}" for s in ("_el", "_sl") if (shm_dir / f"{base}{s}").exists()]
-        if not locks or not all(_lock_is_free(p) for p in locks):
-            continue
-        for name in (base, f"{base}_el", f"{base}_sl", f"sem.{base}_mutex"):
-            try:
-                (shm_dir / name).unlink()
-                removed.append(name)
-            except FileNotFoundError:
-                pass
+    deadline = time.monotonic() + wait
+    while bases:
+        held = [b for b in bases if not _remove_if_free(shm_dir, b, removed)]
+        if held == bases and time.monotonic() >= deadline:
+            break
+        bases = held
+        if bases:
+            time.sleep(0.2)
     return removed
+
+
+def _remove_if_free(shm_dir: Path, base: str, removed: list[str]) -> bool:
+    """Remove segment or port ``base`` with its lock files (and port mutex) unless a process holds a lock on it;
+    True when it is gone (removed now or already)."""
+    locks = [shm_dir / f"{base}{s}" for s in ("_el", "_sl") if (shm_dir / f"{base}{s}").exists()]
+    if not all(_lock_is_free(p) for p in locks):
+        return False
+    for name in (base, f"{base}_el", f"{base}_sl", f"sem.{base}_mutex"):
+        try:
+            (shm_dir / name).unlink()
+            removed.append(name)
+        except FileNotFoundError:
+            pass
+    return True
 
 
 # --------------------------------------------------------------------------------------------- fixtures
