@@ -271,6 +271,8 @@ def test_long_and_many_commands_do_not_stall_fusion(spawn, client) -> None:
         n0 = len(client.messages("/egmt/fused"))
         words = " ".join(f"{w}{i}" for i, w in enumerate(RNG.choice(["zebra", "drop", "table", "rm", "rf"], 2000)))
         client.command.publish(String(data=("more infrared on " + words)[:10_000]))
+        client.wait_until(lambda: any("too long" in m.data for m in client.messages("/egmt/command/feedback")), 10,
+                          "the answer to the 10 KB command")  # before the burst can push it out of the queues
         rss = [_rss_mb(proc.pid)]
         i = burst("thing")
         time.sleep(window - 1.0)
@@ -289,7 +291,9 @@ def test_long_and_many_commands_do_not_stall_fusion(spawn, client) -> None:
     assert gaps.max() <= 0.5, "no gap in fused output longer than 0.5 s"
     assert any("too long" in f for f in feedback) and all(len(f) < 400 for f in feedback)
     assert any("too many commands" in f for f in feedback)
-    assert rss[1] - rss[0] < 10, f"memory bounded: RSS {rss} MB"
+    # RSS moves +-20 MB with the 1.3 MB camera frames in flight; the caps themselves are tested in test_terf.py
+    assert rss[1] - rss[0] < 40, f"memory bounded: RSS {rss} MB"
+    assert len(client.diagnostics("fusion")[-1][2]["active_effects"].split(";")) <= 8
     assert busy <= 1.2 * max(quiet), (quiet, busy)
     assert proc.poll() is None
 
