@@ -124,6 +124,7 @@ class DeviceFusionPipeline:
         self._cuda = self.device.type == "cuda"
         self._grids: dict[tuple[tuple[int, int], tuple[int, int], bytes], Tensor] = {}
         self._host: dict[str, Tensor] = {}
+        self._copied: Any = None  # CUDA event: the last upload has been copied out of the staging buffer
         self._step: Callable[..., Tensor] = self._device_step
         if cuda_graph and self._cuda:
             self._step = torch.compile(self._device_step, mode="reduce-overhead", dynamic=False)
@@ -157,6 +158,8 @@ class DeviceFusionPipeline:
                 self.agcs.append(ThermalAGC(**self.agc_params))
             header[i] = (0.0, 255.0) if th.dtype == np.uint8 else self.agcs[i].update(th)
         t_bytes, v_bytes = thermals[0].nbytes, rgbs[0].nbytes
+        if self._copied is not None:
+            self._copied.synchronize()  # the previous upload has left the staging buffer (fuse_to_device never waits)
         host = self._staging("in", header.nbytes + n * (t_bytes + v_bytes))
         buf = host.numpy()
         buf[: header.nbytes] = header.view(np.uint8).ravel()
@@ -169,7 +172,10 @@ class DeviceFusionPipeline:
             off += v_bytes
         if not self._cuda:
             return host.to(self.device)  # CPU: the staging buffer itself
-        return host.to(self.device, non_blocking=True)  # the one host -> device copy
+        dev = host.to(self.device, non_blocking=True)  # the one host -> device copy
+        self._copied = torch.cuda.Event()
+        self._copied.record(torch.cuda.current_stream(self.device))
+        return dev
 
     # --- device side ---
     def _device_step(self, dev: Tensor, n: int, t_shape: tuple[int, ...], t_dtype: torch.dtype,
