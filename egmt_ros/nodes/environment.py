@@ -47,7 +47,7 @@ def use_interfaces(prefix: Path) -> bool:
     ``lib<pkg>__rosidl_typesupport_fastrtps_c.so`` by bare name, which only succeeds for a library that is already
     loaded (or on the start-up search path).
     """
-    prefix = prefix.resolve()
+    prefix = prefix.absolute()
     site, lib = interfaces_site(prefix), prefix / "lib"
     if not site.is_dir():
         return False
