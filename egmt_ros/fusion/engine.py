@@ -160,6 +160,7 @@ class FusionEngine:
         self._seen_classes: set[str] = set(self.parser.classes)
         self._lock = threading.Lock()
         self._stall: deque[tuple[float, SyncCounters, int]] = deque()  # (time, counters, rejected) per look
+        self._resets_told = 0
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> FusionEngine:
@@ -205,6 +206,15 @@ class FusionEngine:
         why = f"node clock jumped {delta_ns * 1e-9:+.3f} s"
         self.pairer.reset(why)
         return why
+
+    def reset_news(self) -> str:
+        """'stamp pairer reset (N so far): why' once per pairer reset since the last call (a replay restarting, a
+        clock jump: whoever noticed it), else ''."""
+        c = self.pairer.snapshot()
+        if c.resets <= self._resets_told:
+            return ""
+        self._resets_told = c.resets
+        return f"stamp pairer reset ({c.resets} so far): {c.last_reset}"
 
     # ---------------------------------------------------------------- inputs
     def add_thermal(self, frame: np.ndarray, encoding: str, stamp: int, received: float = 0.0,

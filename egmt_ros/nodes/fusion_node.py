@@ -3,12 +3,10 @@
 Topics: /thermal/image_raw, /rgb/image_raw (in), /egmt/entities (latched vision_msgs/Classification, in),
 /egmt/detections (vision_msgs/Detection2DArray: regions for text commands, in), /egmt/command (std_msgs/String, in),
 /egmt/fused (out), /egmt/command/feedback (std_msgs/String, out), /diagnostics (out).
-Text commands also come as the ``command`` parameter: ``ros2 param set /fusion_node command "more infrared on the
-people"`` is refused with the parser's reason when it cannot be understood, else answered on the feedback topic.
-
-The node is parameters, subscriptions, publishing and diagnostics; the work is :class:`egmt_ros.fusion.engine.
-FusionEngine`'s. Subscriptions only convert and enqueue (newest pair wins); a worker thread fuses, so a slow model
-never blocks the cameras' callbacks and memory stays bounded.
+Text commands also come as the ``command`` parameter (``ros2 param set /fusion_node command "brighten the road"``:
+refused with the parser's reason when not understood, else answered on the feedback topic). The node is parameters,
+subscriptions, publishing and diagnostics; the work (a worker thread fusing the newest pair) is
+:class:`egmt_ros.fusion.engine.FusionEngine`'s.
 """
 
 from __future__ import annotations
@@ -33,8 +31,8 @@ from egmt_ros.nodes.common import (CALLBACK_ERROR, ERROR, LATCHED_QOS, OK, REJEC
 DEFAULTS: dict[str, Any] = {"qos": "auto", "qos_depth": 5, **SETTINGS, "input_timeout": 2.0, "max_stamp_lag": 5.0,
                             "entities.max_age": 60.0, "diagnostics_period": 1.0, "command": ""}
 
-THERMAL_ENCODINGS = ("mono8", "mono16", "16UC1", "8UC1", "32FC1", "bgr8", "rgb8")
-RGB_ENCODINGS = ("bgr8", "rgb8", "bgra8", "rgba8", "mono8")
+ENCODINGS = {"thermal": ("mono8", "mono16", "16UC1", "8UC1", "32FC1", "bgr8", "rgb8"),
+             "rgb": ("bgr8", "rgb8", "bgra8", "rgba8", "mono8")}
 #: Parameters that may change while running (the rest need a restart).
 DYNAMIC = (*RECONFIGURABLE, "input_timeout", "max_stamp_lag", "entities.max_age", "command")
 
@@ -49,29 +47,26 @@ class FusionNode(EgmtNode):
         self.engine = FusionEngine.from_settings({k: param(self, k) for k in SETTINGS})
         self.rates = {k: RateMeter() for k in ("thermal", "rgb", "fused")}
         self.entity_stamp: float | None = None
-        self._resets_logged = 0
-        self.thermal_topic = self.resolve_topic_name("/thermal/image_raw")
-        self.rgb_topic = self.resolve_topic_name("/rgb/image_raw")
-        qos = qos_by_name(param(self, "qos"), param(self, "qos_depth"),
-                          self.get_publishers_info_by_topic(self.thermal_topic)
-                          + self.get_publishers_info_by_topic(self.rgb_topic))
-        self.qos_used = "reliable" if qos.reliability.name == "RELIABLE" else "sensor_data"
+        self.topics = {k: self.resolve_topic_name(f"/{k}/image_raw") for k in ("thermal", "rgb")}
+        self.qos = qos_by_name(param(self, "qos"), param(self, "qos_depth"),
+                               [p for t in self.topics.values() for p in self.get_publishers_info_by_topic(t)])
         import vision_msgs.msg as vm  # from apt on a robot, from the test interface package in CI
         cameras = ReentrantCallbackGroup()  # the two camera callbacks may run at the same time
-        self.create_subscription(Image, "/thermal/image_raw", self._on_thermal, qos, callback_group=cameras)
-        self.create_subscription(Image, "/rgb/image_raw", self._on_rgb, qos, callback_group=cameras)
+        for name in self.topics:
+            self.create_subscription(Image, f"/{name}/image_raw", lambda m, k=name: self._on_camera(k, m), self.qos,
+                                     callback_group=cameras)
         self.create_subscription(vm.Classification, "/egmt/entities", self._on_entities, LATCHED_QOS)
         self.create_subscription(vm.Detection2DArray, "/egmt/detections", self._on_detections, 10)
         self.create_subscription(String, "/egmt/command", lambda msg: self.handle_command(msg.data), 10)
         self.feedback_pub = self.create_publisher(String, "/egmt/command/feedback", 10)
-        self.pub = self.create_publisher(Image, "/egmt/fused", qos)
+        self.pub = self.create_publisher(Image, "/egmt/fused", self.qos)
         self.add_on_set_parameters_callback(self._on_params)
         self._jump_handle = self.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=True),
             post_callback=self._on_clock_jump)
         self.start()
-        self.get_logger().info(f"fusing {self.thermal_topic} + {self.rgb_topic} -> /egmt/fused with "
-                               f"{param(self, 'model.method')} (QoS {self.qos_used})")
+        self.get_logger().info(f"fusing {' + '.join(self.topics.values())} -> /egmt/fused with "
+                               f"{param(self, 'model.method')} ({self.qos.reliability.name.lower()})")
 
     def _on_params(self, params) -> SetParametersResult:
         """Dynamic reconfigure of the safe parameters and the ``command`` parameter; the rest are refused with a
@@ -100,10 +95,9 @@ class FusionNode(EgmtNode):
 
     def _log_resets(self) -> None:
         """One log line per pairer reset (a replay restarting, a clock jump), whoever noticed it."""
-        c = self.engine.pairer.snapshot()
-        if c.resets > self._resets_logged:
-            self._resets_logged = c.resets
-            self.get_logger().warning(f"stamp pairer reset ({c.resets} so far): {c.last_reset}")
+        news = self.engine.reset_news()
+        if news:
+            self.get_logger().warning(news)
 
     def _warn(self, kind: str, message: str) -> None:
         """Note a problem (diagnostics report every distinct recent one) and log it, throttled."""
@@ -121,16 +115,14 @@ class FusionNode(EgmtNode):
                                       "(camera clock or use_sim_time mismatch?)")
         return arr, stamp, now
 
-    def _on_thermal(self, msg: Image) -> None:
-        self.rates["thermal"].tick()
-        frame = self._frame(msg, THERMAL_ENCODINGS, self.thermal_topic)
-        if frame is not None:
+    def _on_camera(self, name: str, msg: Image) -> None:
+        self.rates[name].tick()
+        frame = self._frame(msg, ENCODINGS[name], self.topics[name])
+        if frame is None:
+            return
+        if name == "thermal":
             self.engine.add_thermal(frame[0], msg.encoding, frame[1], time.monotonic(), frame[2])
-
-    def _on_rgb(self, msg: Image) -> None:
-        self.rates["rgb"].tick()
-        frame = self._frame(msg, RGB_ENCODINGS, self.rgb_topic)
-        if frame is not None:
+        else:
             self.engine.add_rgb(frame[0], msg.encoding, frame[1], msg.header.frame_id, time.monotonic(), frame[2])
 
     def _on_entities(self, msg) -> None:
@@ -177,11 +169,11 @@ class FusionNode(EgmtNode):
         values: dict[str, Any] = {**{f"{k}_rate_hz": r.rate(now) for k, r in self.rates.items()},
                                   **self.engine.status_values()}
         values.update({"frames_rejected": self.errors.count(REJECTED), "errors": self.errors.count(),
-                       "backend": param(self, "model.backend"), "qos": self.qos_used})
+                       "backend": param(self, "model.backend"), "qos": self.qos.reliability.name.lower()})
         ent_age = None if self.entity_stamp is None else self.get_clock().now().nanoseconds * 1e-9 - self.entity_stamp
         values["entity_age_s"] = "no entities yet (fusing with an empty entity set)" if ent_age is None else ent_age
         msgs = []
-        for name, topic in (("thermal", self.thermal_topic), ("rgb", self.rgb_topic)):
+        for name, topic in self.topics.items():
             silence = self.rates[name].silence(now)
             if silence is None or silence > param(self, "input_timeout"):
                 msgs.append(f"no {name} image received yet on {topic}" if silence is None else
