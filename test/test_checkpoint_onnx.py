@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from egmt_ros.core.images import list_pairs, load_image, load_pair, save_image
+from egmt_ros.fusion.engine import fuse_images
 from egmt_ros.fusion.methods import get_method
 from egmt_ros.model.checkpoint import card_path, load_checkpoint, save_checkpoint
 from egmt_ros.model.config import rt_config
@@ -96,7 +97,7 @@ def test_fuser_numpy_interface_entities_and_costs(ckpt: tuple[EGMT, Path], data_
     assert np.abs(y_ent - y).max() > 1e-6
     fuser.set_entities([])
     assert np.array_equal(fuser.fuse(ir, vi.mean(axis=2)), y)
-    rgb = fuser.fuse_color(ir, vi)
+    rgb = fuse_images(fuser, ir, vi)  # the one fusion path: fused luma + visible chroma
     assert rgb.shape == (50, 70, 3) and not np.allclose(rgb[..., 0], rgb[..., 2])
     assert fuser.num_params() == tiny_rt().num_params()
     assert fuser.flops(64, 64) > 0 and fuser.flops(128, 128) > 3 * fuser.flops(64, 64)

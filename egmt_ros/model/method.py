@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from egmt_ros.core.color import merge_luma, split_luma
 from egmt_ros.model.backends import FuseBackend, canonical_backend, make_backend, resolve_dtype
 from egmt_ros.model.checkpoint import load_checkpoint
 from egmt_ros.model.network import EGMT
@@ -132,11 +131,6 @@ class EGMTFuser:
         if ir.shape != vi_y.shape or ir.ndim != 2:
             raise ValueError(f"{self.name}: IR {ir.shape} and visible luma {vi_y.shape} must be equal H x W")
         return self.backend.fuse(ir, vi_y)
-
-    def fuse_color(self, ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
-        """IR grey + visible grey or RGB -> fused grey or RGB (the visible chroma is kept)."""
-        y, cbcr = split_luma(vi)
-        return merge_luma(self.fuse(ir, y), cbcr)
 
     def num_params(self) -> int | None:
         return self.model.num_params()
