@@ -1,6 +1,6 @@
 """The house rules of issue 15, checked on the source with ``ast`` (lazy imports inside functions count too):
 rooms import downward only (no circle between packages), rclpy only in the ROS rooms, rosbag_tools never imports
-the nodes, a thin fusion node, one ONNX export, no import by string."""
+the nodes, a thin fusion node, one fusion path, one ONNX export, no import by string."""
 
 from __future__ import annotations
 
@@ -147,6 +147,15 @@ def test_one_onnx_export() -> None:
         return isinstance(f, ast.Attribute) and f.attr == "export" and ast.unparse(f.value).endswith("onnx")
 
     assert _calls(is_export) == [_calls(is_export)[0]] and _calls(is_export)[0].startswith("egmt_ros/model/export.py")
+
+
+def test_one_fusion_path() -> None:
+    """Fused luma + visible chroma is put together in one place, the engine (every caller goes through it)."""
+    def merges(call: ast.Call) -> bool:
+        f = call.func
+        return (f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")) == "merge_luma"
+
+    assert {place.split(":")[0] for place in _calls(merges)} == {"egmt_ros/fusion/engine.py"}
 
 
 def _strings(path: Path) -> list[ast.Constant]:
