@@ -12,7 +12,8 @@ Rows: every ``--modes`` (``eager``: torch eager; ``compile``: torch.compile, on 
 as CUDA graphs, mode reduce-overhead) x ``--dtypes`` x ``--batches``. Columns: per call p50 / p99 ms (a call fuses
 ``batch`` pairs; on CUDA each call ends when its uint8 images are in host memory), pairs/s; at batch 1 also
 fusion + detection (the fused frame goes to the detector as a device tensor, no host round trip): p50 / p99 ms and
-fps. ``parity``: max |fused luma - torch eager float32 on the CPU| on the first frame (the acceptance bound is 1e-2).
+fps. ``parity``: max |fused luma - torch eager float32 on the CPU| on the first frame (the acceptance bound is 1e-2,
+``--parity-bound``: any row above it makes the exit code 1, so one run checks a robot's GPU).
 
 Detection: ``--detector yolov5`` (default; the official ``yolov5n.pt`` of the data root, a pickle: needs
 ``--weights-trust-pickle``), ``ultralytics`` (the default OpenVINO YOLO11n: CPU only, gets the fused frame from host
@@ -56,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_trust_argument(ap)
     ap.add_argument("--data", type=Path, default=None, help="pair folder (ir/ + vi/); default <data root>/roadscene")
     ap.add_argument("--pairs", type=int, default=8, help="distinct pairs cycled through")
+    ap.add_argument("--parity-bound", type=float, default=1e-2,
+                    help="largest accepted parity (fused luma in [0, 1]); a row above it makes the exit code 1")
     ap.add_argument("--out", type=Path, default=Path("out/bench_gpu"), help="output folder")
     return ap
 
@@ -205,7 +208,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     (args.out / "bench_gpu.md").write_text(md)
     report.write_csv(args.out / "bench_gpu.csv", rows, COLUMNS)
     print(md)
-    return 0
+    bad = [r for r in rows if not r["parity"] <= args.parity_bound]
+    for r in bad:
+        print(f"error: parity check failed: {r['mode']} {r['dtype']} batch {r['batch']} differs from CPU float32 by "
+              f"{r['parity']:.2e} (> {args.parity_bound:g})", file=sys.stderr)
+    return 1 if bad else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
