@@ -110,7 +110,7 @@ def test_objective_selection_and_gradients() -> None:
     l_int, l_edge, l_ssim = L.fusion_losses(fused, ir, vi)
     assert float(total.detach()) == pytest.approx(float((l_int + 15 * l_edge + 5 * l_ssim).detach()), rel=1e-6)
     info = L.EGMTLoss(rt_config(use_mt=False))
-    assert info.objective == "info" and info.alphas == (10.0, 5.0, 1.0)
+    assert info.objective == "info" and info.alphas == (30.0, 10.0, 1.0)
     total, parts = info(fused, ir, vi, regions=torch.zeros(2, 2, 32, 32))
     total.backward()
     assert fused.grad is not None and float(fused.grad.abs().sum()) > 0

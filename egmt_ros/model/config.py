@@ -153,8 +153,8 @@ def paper_config(**overrides: Any) -> EGMTConfig:
 
 def rt_config(**overrides: Any) -> EGMTConfig:
     """egmt_ros's real-time variant: ECIM at 1/8 resolution with 8 x 8 windows + a half-resolution conv decoder,
-    trained with the information-aware objective (alphas 10, 5, 1 for int, grad, ssim; docs/model.md)."""
+    trained with the information-aware objective (alphas 30, 10, 1 for int, grad, ssim; docs/model.md)."""
     base: dict[str, Any] = dict(variant="rt", channels=32, window=8, heads=2, scale=8,
-                                detail_channels=16, detail_blocks=1, objective="info", alphas=(10.0, 5.0, 1.0))
+                                detail_channels=16, detail_blocks=1, objective="info", alphas=(30.0, 10.0, 1.0))
     base.update(overrides)
     return EGMTConfig(**base)
