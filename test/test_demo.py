@@ -57,3 +57,22 @@ def test_demo_produces_a_report_that_renders(ros_domain, data_root: Path, tmp_pa
     shot = report.screenshot_html(page, tmp_path / "report.png", width=1200, height=1400)
     grey = cv2.imread(str(shot), cv2.IMREAD_GRAYSCALE)
     assert grey.shape == (1400, 1200) and grey.std() > 20 and (grey < 100).mean() > 0.01  # not blank
+
+
+def test_demo_plays_a_bag_without_camera_info_once_the_graph_is_up(ros_domain, data_root: Path,
+                                                                   tmp_path: Path) -> None:
+    """A make_bag bag without camera_info (only the two camera topics, which the recorder subscribes at once) is
+    played only when the nodes subscribe: it was played while the fusion node still loaded its model (0 fused)."""
+    from rosbag_tools.make_bag import make_bag
+
+    bag, out, frames = tmp_path / "bag", tmp_path / "demo", 20
+    m2vd = data_root / "m2vd"
+    make_bag(bag, ir_video=m2vd / "infrared" / "0117_1605.mp4", vi_video=m2vd / "visible" / "0117_1605.mp4",
+             rate=22.0, thermal_encoding="mono16", jitter_ms=2.0, offset_ms=8.0, max_frames=frames, progress=False)
+    env = dict(os.environ, EGMT_DATA=str(data_root))
+    proc = subprocess.run([sys.executable, "-m", "egmt_ros.cli.demo", "--sample", str(bag), "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames_in"] == frames and summary["frames_fused"] >= 1, summary
+    assert "playing anyway" not in (out / "play.log").read_text(), "the player waited for the nodes"

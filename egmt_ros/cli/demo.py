@@ -43,6 +43,11 @@ GRAPH_NODES = ("fusion", "entity", "detection")
 OUTPUT_TOPICS = ["/egmt/fused", "/egmt/detections", "/egmt/entities", "/diagnostics", "/thermal/image_raw",
                  "/rgb/image_raw"]
 
+#: What the player waits for (``rosbag_tools.play --wait-for``): each node's subscriptions, made once its model is
+#: loaded.
+PLAY_WAIT_FOR = [a for t in ("/thermal/image_raw:fusion_node", "/rgb/image_raw:fusion_node",
+                             "/egmt/fused:detection_node") for a in ("--wait-for", t)]
+
 
 def resolve_sample(sample: str | None) -> dict:
     """make_bag keyword arguments (or ``{"bag": path}``) for a sample; FileNotFoundError says what to provide."""
@@ -276,9 +281,13 @@ def run_demo(args: argparse.Namespace, sample: dict) -> int:
         _wait_for_line(logs["record"], "subscribed /egmt/detections", record, 180)
         steps.update()
         steps.set_postfix_str("playing the bag")
-        # best effort, like a camera driver; /clock so the nodes run on the bag's time (use_sim_time)
+        # best effort, like a camera driver; /clock so the nodes run on the bag's time (use_sim_time). The
+        # recorder's subscriptions say nothing about the nodes (it sees /egmt/fused as soon as the detection node
+        # subscribes it): play once the nodes themselves subscribe, after loading their models (as the launch
+        # file does; a bag without camera_info was played before the fusion node had loaded: 0 fused).
         play = subprocess.run([py, "-m", "rosbag_tools.play", str(input_bag), "--rate", str(args.rate), "--qos",
-                               "sensor", "--clock", "--wait-for-subscribers", "60", "--no-progress"],
+                               "sensor", "--clock", "--wait-for-subscribers", "180", *PLAY_WAIT_FOR,
+                               "--no-progress"],
                               stdout=logs["play"].open("w"), stderr=subprocess.STDOUT, env=env)
         if play.returncode != 0:
             raise RuntimeError(f"playing {input_bag} failed; see {logs['play']}")
