@@ -83,7 +83,8 @@ def play_bag(path: str | Path, rate: float = 1.0, loop: bool = False, start: flo
     ``TOPIC:NODE`` items) first waits, within the same time limit, until each TOPIC has a subscription (of node
     NODE when given) in the ROS graph: a graph that is still starting (nodes load their models before they
     subscribe) gets the bag from its first message. With ``wait_for``, only the publishers of the topics it names
-    must then be matched (a bag topic nobody reads, such as camera_info, does not hold playback to the limit).
+    or that have a subscription in the graph must then be matched (a bag topic nobody reads, such as camera_info,
+    does not hold playback to the limit).
     What is still missing at the limit is logged, and playback starts anyway. At the end, reliable publishers
     get up to ``ack_timeout`` seconds for their subscribers to acknowledge everything. ``stop`` (an Event) ends
     playback early; SIGINT/SIGTERM (KeyboardInterrupt) end it too; both are reported as ``interrupted``. A damaged
@@ -131,8 +132,8 @@ def play_bag(path: str | Path, rate: float = 1.0, loop: bool = False, start: flo
                     n.get_logger().warning(f"playing anyway: after {wait_for_subscribers:g} s still no subscription "
                                            f"for {', '.join(_missing_subscribers(n, wait_for))}")
                 named = {item.partition(":")[0] for item in wait_for}
-                matched = [p for t, p in pubs.items() if not wait_for or t in named]
-                while (any(p.get_subscription_count() == 0 for p in matched)
+                while (any(p.get_subscription_count() == 0 for t, p in pubs.items()
+                           if not wait_for or t in named or n.count_subscribers(t) > 0)
                        and time.monotonic() < deadline and not stopped()):
                     time.sleep(0.02)
             if delay > 0:
