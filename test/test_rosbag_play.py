@@ -139,6 +139,23 @@ def test_play_loop_clock_and_sigint(ros_domain: RosDomain, process_tracker, spaw
     assert "interrupted: published" in process_tracker.output(player)
 
 
+def test_play_clock_at_most_clock_hz(ros_domain: RosDomain, process_tracker, spawn, ros_node, tmp_path: Path) -> None:
+    """/clock is throttled to --clock-hz (it went out before every message too: 40+ per second from a 20 Hz pair,
+    each a callback in every use_sim_time node)."""
+    write_pairs(tmp_path / "pairs", 20, (32, 24))
+    bag = tmp_path / "bag"
+    make_bag(bag, pairs=tmp_path / "pairs", rate=20.0, start_time=START, progress=False)
+    player = spawn([sys.executable, "-m", "rosbag_tools.play", str(bag), "--loop", "--clock", "--clock-hz", "10",
+                    "--no-progress"], name="play")
+    arrived: list[float] = []
+    wait_for_messages(ros_node, "/clock", Clock, count=12, timeout=60.0,
+                      predicate=lambda _m: arrived.append(time.monotonic()) is None)
+    player.send_signal(signal.SIGINT)
+    assert wait_exit(player, 20) == 0
+    span = arrived[11] - arrived[0]
+    assert span >= 11 * 0.1 * 0.8, f"12 /clock messages in {span:.2f} s: more than 10 per second"
+
+
 def test_play_bag_library_window_and_topics(ros_node, tmp_path: Path) -> None:
     write_pairs(tmp_path / "pairs", 90, (32, 24))
     bag = tmp_path / "bag"
