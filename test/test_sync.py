@@ -84,6 +84,24 @@ def test_out_of_order_delivery_keeps_pairs(seed: int) -> None:
     assert len(set(fused)) >= 57 and s.counters.resets == 0
 
 
+@pytest.mark.parametrize("lag", [4, 8])
+def test_one_camera_delivered_late_keeps_every_pair(lag: int) -> None:
+    """The thermal stream arrives ``lag`` frames (133-267 ms, beyond slop + reorder window) behind the RGB stream,
+    as after a backlog on one topic: every pair is kept while the lag fits in queue_size (message_filters
+    semantics); before, each RGB frame expired its own queued predecessors and 16 of 30 pairs fused after a flood."""
+    start = 1_700_000_000 * NS_PER_S
+    rgb = [("rgb", start + i * PERIOD_NS) for i in range(40)]
+    thermal = [("thermal", start + i * PERIOD_NS + 3_000_000) for i in range(40)]
+    seq = rgb[:lag] + [f for i in range(40 - lag) for f in (rgb[lag + i], thermal[i])] + thermal[40 - lag:]
+    s = StampPairer(slop=0.02, queue_size=10)
+    assert len(feed(s, seq)) == 40
+    assert s.snapshot().unmatched == 0
+    # a lag beyond queue_size: the waiting frames are given up (counted as unmatched), memory stays bounded
+    s = StampPairer(slop=0.02, queue_size=2)
+    feed(s, seq)
+    assert s.snapshot().unmatched >= 40 - 2 * 2 and s.pending() <= 2 * 2
+
+
 def test_newest_pair_wins_over_a_late_one() -> None:
     s = StampPairer(slop=0.02)
     for side, t in frames(NS_PER_S, 2)[2:] + frames(NS_PER_S, 1):  # pair 2 completes before pair 1

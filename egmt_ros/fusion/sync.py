@@ -185,7 +185,9 @@ class StampPairer:
             partners = self._q[other]
             best = min(partners, key=lambda p: abs(p.stamp - item.stamp), default=None)
             if best is None or abs(best.stamp - item.stamp) > self._slop_ns:
-                self._expire(item.stamp - self._slop_ns - self._reorder_window_ns)  # too old for in-order partners
+                # the other side's frames this side has passed (in-order delivery brings them no partner); this
+                # side's own queue waits for a lagging other side, bounded by queue_size (as message_filters)
+                self._expire(item.stamp - self._slop_ns - self._reorder_window_ns, (other,))
                 q = self._q[side]
                 q.append(item)
                 while len(q) > self.queue_size:
@@ -206,9 +208,9 @@ class StampPairer:
             self._ready.notify_all()
             return pair
 
-    def _expire(self, cut: int) -> None:
-        """Drop queued frames stamped before ``cut`` (counted as unmatched)."""
-        for name in ("thermal", "rgb"):
+    def _expire(self, cut: int, sides: tuple[str, ...] = ("thermal", "rgb")) -> None:
+        """Drop queued frames of ``sides`` stamped before ``cut`` (counted as unmatched)."""
+        for name in sides:
             q = self._q[name]
             if q and min(x.stamp for x in q) < cut:
                 kept = deque(x for x in q if x.stamp >= cut)
