@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from ros_harness import REPO_ROOT, RosDomain, _package_parent
 def bare_env(domain: RosDomain) -> dict[str, str]:
     """What a new user's shell has: HOME, PATH without the venv, the ROS domain of the test (to keep tests apart),
     and PYTHONPATH only for the checkout under test (a fresh clone's editable install points there anyway)."""
-    return {"HOME": os.environ.get("HOME", "/tmp"), "PATH": "/usr/bin:/bin", "ROS_DOMAIN_ID": str(domain.domain_id),
+    return {"HOME": os.environ.get("HOME", tempfile.gettempdir()), "PATH": "/usr/bin:/bin", "ROS_DOMAIN_ID": str(domain.domain_id),
             "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "PYTHONPATH": str(_package_parent()),
             "YOLO_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "EGMT_DATA": os.environ.get("EGMT_DATA", "")}
 

@@ -6,7 +6,7 @@ deliberate numerics change), regenerate the file with the one command
 
     python test/test_golden_weights.py --write
 
-(from the repository root, with the environment of the tests, e.g. after ``source /work/env.sh``) and commit it
+(from the repository root, with the environment of the tests, as ``make test`` sets it up) and commit it
 with the weights. The inputs are synthetic and seeded (no data root needed); the method runs as ``get_method
 ("egmt_rt", backend="torch", device="cpu", dtype="float32")``, once without entities and once with the entity words
 below (encoded by the model's own text encoder, MiniLM).
