@@ -111,6 +111,50 @@ def test_openvino_agrees_with_eager_and_caches_per_size(ckpt: Path, pair, eager,
         EGMTFuser.from_checkpoint(ckpt, backend="openvino", device="cuda", cache_dir=tmp_path)
 
 
+def _pixel_shuffle_graph(mode: str, extra_user: bool):
+    """ONNX graph: x [1, 16, 3, 5] -> DepthToSpace(2, mode) -> three channel slices (0:1, 1:2, 2:end) -> outputs."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("DepthToSpace", ["x"], ["y"], name="d2s", blocksize=2, mode=mode)]
+    inits, outs = [], []
+    for k, (a, b) in enumerate([(0, 1), (1, 2), (2, 2**63 - 1)]):
+        names = [f"s{k}_{n}" for n in ("starts", "ends", "axes")]
+        inits += [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in zip(names, (a, b, 1))]
+        nodes.append(helper.make_node("Slice", ["y", *names], [f"o{k}"], name=f"slice{k}"))
+        outs.append(helper.make_tensor_value_info(f"o{k}", TensorProto.FLOAT, list("bchw")))
+    if extra_user:  # a user that is not a channel slice: the rewrite must leave the graph alone
+        nodes.append(helper.make_node("Relu", ["y"], ["o3"], name="relu"))
+        outs.append(helper.make_tensor_value_info("o3", TensorProto.FLOAT, list("bchw")))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 3, 5])],
+                              outs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("mode,extra_user,moved", [("CRD", False, 3), ("DCR", False, 0), ("CRD", True, 0)])
+def test_depth_to_space_slices_move_in_front_with_the_same_values(mode: str, extra_user: bool, moved: int) -> None:
+    """The OpenVINO export's rewrite: channel slices of a PixelShuffle (CRD) output taken before it give the same
+    values (checked with ONNX Runtime); other modes or other users leave the graph as it was."""
+    import onnx
+    import onnxruntime as ort
+
+    from egmt_ros.model.backends.openvino import commute_depth_to_space_slices
+
+    x = np.random.default_rng(0).standard_normal((1, 16, 3, 5)).astype(np.float32)
+    model = _pixel_shuffle_graph(mode, extra_user)
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+    before = run(model)
+    assert commute_depth_to_space_slices(model.graph) == moved
+    onnx.checker.check_model(model)
+    assert [n.op_type for n in model.graph.node].count("DepthToSpace") == max(1, moved)
+    after = run(model)
+    assert [o.shape for o in after] == [o.shape for o in before] == [(1, 1, 6, 10)] * 2 + [(1, 2, 6, 10)] + (
+        [(1, 4, 6, 10)] if extra_user else [])
+    assert all(np.array_equal(a, b) for a, b in zip(after, before))
+
+
 def test_openvino_bf16_agrees_with_eager_on_the_shipped_model(pair, tmp_path: Path) -> None:
     """bfloat16 (where the CPU has it; else fp32 with a warning) within the fp16 tolerance 1e-2 of float32 eager on
     the shipped egmt_rt and a real image (measured: 3.0e-3 on 640x480 RoadScene frames, bench_pipeline)."""

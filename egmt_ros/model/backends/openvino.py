@@ -10,11 +10,17 @@ Options: ``precision`` ``"fp32"`` | ``"bf16"`` (OpenVINO's inference precision h
 with a warning), ``threads`` (OpenVINO's inference threads of this
 model; None = OpenVINO's default, all cores), ``cache_dir``, ``force_export``, ``ov_config`` (extra OpenVINO compile
 properties). ``device`` ``"cpu"`` only: for CUDA use ``torch``, ``compile`` or ``tensorrt``.
+
+Before OpenVINO reads the export, :func:`commute_depth_to_space_slices` moves channel slices of a DepthToSpace
+(PixelShuffle) output in front of it: the same values, but OpenVINO then slices the small half-resolution tensor
+instead of running its reference VariadicSplit on the full-resolution one (rt decoder at 640x480, bf16, 1 thread:
+29.0 -> 26.5 ms per call, bit-identical output).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 import warnings
 from pathlib import Path
@@ -23,12 +29,83 @@ from typing import Any
 import numpy as np
 import torch
 
-from egmt_ros.model.backends.base import BackendUnavailableError, FuseBackend, default_cache_dir, model_hash
+from egmt_ros.model.backends.base import (BackendUnavailableError, FuseBackend, atomic_write_bytes, default_cache_dir,
+                                          model_hash)
 from egmt_ros.model.export import DEFAULT_OPSET, INPUT_NAMES, export_onnx
 from egmt_ros.model.network import EGMT
 
 OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 _FROM_DTYPE = {torch.float32: "fp32", torch.bfloat16: "bf16"}
+#: Revision of the graph rewrites applied to the cached export (part of its file name: a new rewrite re-exports).
+GRAPH_REVISION = 2
+_INT64_MAX = 2**63 - 1
+
+
+def _constants(graph: Any) -> dict[str, np.ndarray]:
+    """Values of the graph's initializers and Constant nodes, by output name."""
+    from onnx import numpy_helper
+
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return values
+
+
+def commute_depth_to_space_slices(graph: Any) -> int:
+    """Rewrite ``Slice(DepthToSpace(x), channels a:b)`` as ``DepthToSpace(Slice(x, channels a*r*r:b*r*r))`` in an
+    ONNX graph (in place), for every DepthToSpace in CRD mode (PyTorch's PixelShuffle) whose users are all such
+    slices (constant, non-negative bounds on axis 1, step 1). In CRD mode output channel c is made of input channels
+    c*r*r .. c*r*r + r*r - 1, so both give the same values. Returns the number of slices moved (0: graph unchanged).
+    """
+    from onnx import TensorProto, helper
+
+    consts = _constants(graph)
+    users: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+
+    def channel_bounds(node: Any) -> tuple[int, int] | None:
+        if node.op_type != "Slice" or len(node.input) < 4 or any(n not in consts for n in node.input[1:]):
+            return None
+        starts, ends, axes = (consts[n].ravel() for n in node.input[1:4])
+        steps = consts[node.input[4]].ravel() if len(node.input) > 4 else np.ones(1, np.int64)
+        if len(starts) != 1 or int(axes[0]) not in (1, -3) or int(steps[0]) != 1 or starts[0] < 0 or ends[0] < 0:
+            return None
+        return int(starts[0]), int(ends[0])
+
+    moved = 0
+    for d2s in [n for n in graph.node if n.op_type == "DepthToSpace"]:
+        attrs = {a.name: helper.get_attribute_value(a) for a in d2s.attribute}
+        slices = users.get(d2s.output[0], [])
+        bounds = [channel_bounds(s) for s in slices]
+        if attrs.get("mode", b"DCR") != b"CRD" or d2s.output[0] in outputs or not slices or None in bounds:
+            continue
+        r2 = int(attrs["blocksize"]) ** 2
+        for s, (start, end) in zip(slices, bounds):
+            names = [f"{s.name}_pre_d2s_{k}" for k in ("starts", "ends", "axes")]
+            for name, v in zip(names, (start * r2, end * r2 if end < _INT64_MAX // r2 else _INT64_MAX, 1)):
+                graph.initializer.append(helper.make_tensor(name, TensorProto.INT64, [1], [v]))
+            out, mid = s.output[0], f"{s.output[0]}_pre_d2s"
+            s.input[:] = [d2s.input[0], *names]
+            s.output[0] = mid
+            shuffle = helper.make_node("DepthToSpace", [mid], [out], name=f"{s.name}_d2s", **attrs)
+            graph.node.insert(list(graph.node).index(s) + 1, shuffle)
+            moved += 1
+        graph.node.remove(d2s)
+    return moved
+
+
+def optimise_onnx(src: Path, dst: Path) -> int:
+    """The export ``src`` with the rewrites above, written to ``dst`` atomically; returns the rewrites made."""
+    import onnx
+
+    model = onnx.load(str(src))
+    moved = commute_depth_to_space_slices(model.graph)
+    atomic_write_bytes(dst, model.SerializeToString())
+    return moved
 
 
 def _import_openvino():
@@ -90,7 +167,8 @@ class OpenVINOBackend(FuseBackend):
 
     def onnx_path(self, h: int, w: int) -> Path:
         """The cached static-shape export for an input of ``h`` x ``w``."""
-        return self.root / f"egmt_{self.hash[:16]}_{h}x{w}_n{self.max_entities}_opset{DEFAULT_OPSET}.onnx"
+        return self.root / (f"egmt_{self.hash[:16]}_{h}x{w}_n{self.max_entities}_opset{DEFAULT_OPSET}"
+                            f"_g{GRAPH_REVISION}.onnx")
 
     def _request(self, h: int, w: int) -> tuple[Any, list[str]]:
         """The infer request for this size (exported and compiled on first use) and its input names in order."""
@@ -99,7 +177,10 @@ class OpenVINOBackend(FuseBackend):
         path = self.onnx_path(h, w)
         t0 = time.perf_counter()
         if self.force_export or not path.is_file():
-            export_onnx(self.model, path, entities=self.max_entities, static_hw=(h, w))
+            raw = path.with_name(f"{path.stem}.{os.getpid()}.raw.onnx")
+            export_onnx(self.model, raw, entities=self.max_entities, static_hw=(h, w))
+            optimise_onnx(raw, path)
+            raw.unlink()
             self.setup_seconds[f"export {h}x{w}"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         compiled = self.core.compile_model(self.core.read_model(str(path)), "CPU", self.config)
@@ -114,8 +195,9 @@ class OpenVINOBackend(FuseBackend):
         feeds = {"ir": np.ascontiguousarray(ir, np.float32)[None, None],
                  "vi": np.ascontiguousarray(vi, np.float32)[None, None], "ent": self._ent_np,
                  "ent_mask": self._mask_np}
-        out = request.infer({n: feeds[n] for n in names})[0]
-        return np.clip(out[0, 0], 0.0, 1.0).astype(np.float32)
+        # inputs read in place, the output a view of OpenVINO's buffer: the clip is the one copy
+        out = request.infer({n: feeds[n] for n in names}, share_inputs=True, share_outputs=True)[0]
+        return np.clip(out[0, 0], 0.0, 1.0)
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "precision": self.precision, "threads": self.threads or "default",
