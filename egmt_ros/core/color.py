@@ -17,9 +17,10 @@ def rgb_to_ycrcb(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.float32), cv2.COLOR_RGB2YCrCb)
 
 
-def ycrcb_to_rgb(ycc: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`rgb_to_ycrcb`, clipped to [0, 1]."""
-    rgb = cv2.cvtColor(np.ascontiguousarray(ycc, dtype=np.float32), cv2.COLOR_YCrCb2RGB)
+def ycrcb_to_rgb(ycc: np.ndarray, bgr: bool = False) -> np.ndarray:
+    """Inverse of :func:`rgb_to_ycrcb`, clipped to [0, 1]; ``bgr``: in B, G, R channel order (the same values: each
+    output channel has its own formula)."""
+    rgb = cv2.cvtColor(np.ascontiguousarray(ycc, dtype=np.float32), cv2.COLOR_YCrCb2BGR if bgr else cv2.COLOR_YCrCb2RGB)
     return np.clip(rgb, 0.0, 1.0, out=rgb)
 
 
@@ -27,13 +28,14 @@ def split_luma(vi: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """(Y, CrCb or None) of a visible image that is grey ``H x W`` or RGB ``H x W x 3``."""
     if vi.ndim == 2:
         return vi.astype(np.float32, copy=False), None
-    ycc = rgb_to_ycrcb(vi)
-    return np.ascontiguousarray(ycc[..., 0]), np.ascontiguousarray(ycc[..., 1:])
+    y, cr, cb = cv2.split(rgb_to_ycrcb(vi))  # OpenCV's planar copies: ~5x faster than numpy's strided ones
+    return y, cv2.merge([cr, cb])
 
 
-def merge_luma(y: np.ndarray, crcb: np.ndarray | None) -> np.ndarray:
-    """Fused luma + visible chroma -> RGB (or the grey luma itself when there is no chroma)."""
+def merge_luma(y: np.ndarray, crcb: np.ndarray | None, bgr: bool = False) -> np.ndarray:
+    """Fused luma + visible chroma -> RGB (``bgr``: BGR, for an 8-bit camera image; same values) or the grey luma
+    itself when there is no chroma."""
     y = np.clip(y, 0.0, 1.0).astype(np.float32, copy=False)
     if crcb is None:
         return y
-    return ycrcb_to_rgb(cv2.merge([y, crcb[..., 0], crcb[..., 1]]))
+    return ycrcb_to_rgb(cv2.merge([y, *cv2.split(np.ascontiguousarray(crcb, dtype=np.float32))]), bgr)

@@ -49,8 +49,11 @@ def to_gray(img: np.ndarray) -> np.ndarray:
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
-    """Float [0, 1] -> uint8 with rounding and clipping (no per-image stretching)."""
-    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+    """Float [0, 1] -> uint8 with rounding (half to even) and clipping (no per-image stretching)."""
+    x = np.multiply(img, 255.0)  # one temporary, rounded and clipped in place
+    np.rint(x, out=x)
+    np.clip(x, 0, 255, out=x)
+    return x.astype(np.uint8)
 
 
 def save_image(path: str | Path, img: np.ndarray) -> None:

@@ -86,8 +86,10 @@ class ThermalAGC:
         if frame.dtype == np.uint8:
             return from_uint8(frame)
         lo_s, span = self.update(frame)
+        out = frame.astype(np.float32)  # the one copy; the mapping runs in place
         with np.errstate(over="ignore", invalid="ignore"):  # +-3e38 counts: inf, then clipped
-            out = (frame.astype(np.float32) - lo_s) * (1.0 / span)
+            out -= lo_s
+            out *= 1.0 / span
         np.nan_to_num(out, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
         return np.clip(out, 0.0, 1.0, out=out)
 
