@@ -111,6 +111,22 @@ def test_pipeline_matches_file_path_on_real_pair(data_root) -> None:
         FusionEngine(AVG).process(np.zeros((0, 0), np.uint8), bgr)
 
 
+def test_every_colour_encoding_gives_the_same_fused_image(data_root) -> None:
+    """rgb8, bgra8 and rgba8 frames of the same picture fuse to the bytes of its bgr8 frame (the engine swaps
+    channels in 8 bits and merges colour straight into BGR order); a grey frame gives mono8."""
+    _, ir_p, vi_p = list_pairs(data_root / "roadscene")[1]
+    ir, vi = load_pair(ir_p, vi_p)
+    rgb = to_uint8(vi)
+    alpha = np.full(rgb.shape[:2] + (1,), 7, np.uint8)
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    frames = {"bgr8": bgr, "rgb8": rgb, "bgra8": np.dstack([bgr, alpha]), "rgba8": np.dstack([rgb, alpha])}
+    out = {enc: FusionEngine(AVG).process(to_uint8(ir), f, enc) for enc, f in frames.items()}
+    assert all(r.encoding == "bgr8" and np.array_equal(r.image, out["bgr8"].image) for r in out.values())
+    assert np.array_equal(out["bgr8"].image[:, :, ::-1], to_uint8(fuse_images(AVG, ir, vi)))
+    grey = FusionEngine(AVG).process(to_uint8(ir), rgb[:, :, 1].copy(), "mono8")
+    assert grey.encoding == "mono8" and grey.image.shape == rgb.shape[:2]
+
+
 def test_agc_outlier_frame_does_not_poison_the_range() -> None:
     """After a 32FC1 frame of +-3e38 the next good frame is mapped exactly as without that frame."""
     rng = np.random.default_rng(1)
