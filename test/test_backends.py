@@ -251,6 +251,10 @@ def test_bench_pipeline_writes_markdown_and_csv(ckpt: Path, tmp_path: Path, data
         assert int(r["frames"]) >= 3 and float(r["fps"]) > 0 and r["width"] == "96" and r["height"] == "64"
         assert float(r["fuse_p50_ms"]) > 0 and float(r["total_p99_ms"]) >= float(r["total_p50_ms"])
         assert (r["detect_p50_ms"] != "nan") == (r["mode"] == "fusion+detection")
+        lp = next(x for x in rows if x["method"] == "lp" and x["mode"] == r["mode"])  # issue 18's yardstick
+        for stage in ("total", "fuse"):
+            assert float(r[f"{stage}_p50_vs_lp"]) == pytest.approx(
+                float(r[f"{stage}_p50_ms"]) / float(lp[f"{stage}_p50_ms"]), rel=1e-9)
     md = (out / "bench_pipeline.md").read_text()
     assert "python -m egmt_ros.cli.bench_pipeline --methods lp,egmt" in md
     assert "load average" in md and "nproc" in md

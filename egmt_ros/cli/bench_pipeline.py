@@ -56,7 +56,8 @@ RANDOM_METHODS = {"random_rt": "rt", "random_paper": "paper"}
 CSV_COLUMNS = (["method", "weights", "backend", "device", "dtype", "threads", "mode", "width", "height", "frames",
                 "wall_s", "fps", "setup_s", "first_frame_ms"]
                + [f"{s}_{q}_ms" for s in STAGES for q in ("p50", "p99")]
-               + ["fuse_min_ms", "total_min_ms", "cpu_ms_per_frame", "max_abs_diff_vs_eager", "load_avg_1m"])
+               + ["fuse_min_ms", "total_min_ms", "cpu_ms_per_frame", "max_abs_diff_vs_eager", "load_avg_1m",
+                  "total_p50_vs_lp", "fuse_p50_vs_lp"])
 
 
 class BenchError(Exception):
@@ -365,6 +366,22 @@ def _sci(v: float) -> str:
     return "-" if v != v else f"{v:.1e}"  # NaN: not an EGMT row
 
 
+def add_lp_ratios(rows: list[dict[str, Any]]) -> None:
+    """``total_p50_vs_lp`` / ``fuse_p50_vs_lp``: each row's p50 over the Laplacian pyramid's (method ``lp``) of the
+    same mode and thread count (issue 18's CPU yardstick); NaN without such an lp row."""
+    lp = {(d["mode"], d["threads"]): d for d in rows if d["method"] == "lp"}
+    for d in rows:
+        ref = lp.get((d["mode"], d["threads"]))
+        for stage in ("total", "fuse"):
+            d[f"{stage}_p50_vs_lp"] = d[f"{stage}_p50_ms"] / ref[f"{stage}_p50_ms"] if ref else float("nan")
+
+
+def _ratio(d: dict[str, Any]) -> str:
+    if d["total_p50_vs_lp"] != d["total_p50_vs_lp"]:  # NaN: no lp row
+        return "-"
+    return f"{d['total_p50_vs_lp']:.1f}x / {d['fuse_p50_vs_lp']:.1f}x"
+
+
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = ["# Pipeline benchmark", "", "Command:", "", "```", meta["command"], "```", ""]
     lines += [f"- {k}: {v}" for k, v in meta["facts"].items()]
@@ -374,9 +391,11 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                   "CPU ms/frame = this process's CPU time (all its threads) per timed frame, which other "
                   "processes' load does not inflate the way it inflates wall time; max diff = max |fused luma - "
                   "torch eager float32| on the first --parity-frames frames; load 1m = the 1-minute load "
-                  "average when the row started.", ""]
+                  "average when the row started; x lp = total p50 / fuse p50 over the lp row's of the same mode "
+                  "and threads.", ""]
     head = ["method", "weights", "backend", "threads", "mode", "frames", "fps", "preprocess", "fuse", "postprocess",
-            "detect", "total", "fuse min", "CPU ms/frame", "max diff", "setup s", "first frame ms", "load 1m"]
+            "detect", "total", "fuse min", "CPU ms/frame", "max diff", "setup s", "first frame ms", "load 1m",
+            "x lp (total / fuse)"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for d in rows:
@@ -384,7 +403,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                  f"{d['fps']:.2f}", _ms(d, "preprocess"), _ms(d, "fuse"), _ms(d, "postprocess"), _ms(d, "detect"),
                  _ms(d, "total"), f"{d['fuse_min_ms']:.1f}", f"{d['cpu_ms_per_frame']:.0f}",
                  _sci(d["max_abs_diff_vs_eager"]),
-                 f"{d['setup_s']:.1f}", f"{d['first_frame_ms']:.0f}", f"{d['load_avg_1m']:.2f}"]
+                 f"{d['setup_s']:.1f}", f"{d['first_frame_ms']:.0f}", f"{d['load_avg_1m']:.2f}", _ratio(d)]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines += [f"- {n}" for n in meta["notes"]]
@@ -528,6 +547,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                  "`python -m egmt_ros.cli.demo`.")
     meta = {"command": "python -m egmt_ros.cli.bench_pipeline " + " ".join(shlex.quote(a) for a in argv),
             "facts": facts, "notes": notes}
+    add_lp_ratios(rows)
+    for d in rows:
+        if d["method"] != "lp" and d["total_p50_vs_lp"] == d["total_p50_vs_lp"]:
+            print(f"[bench_pipeline]   {d['method']}/{d['backend']}/{d['threads']}t/{d['mode']}: {_ratio(d)} lp's "
+                  "total / fuse p50", file=sys.stderr, flush=True)
     md, csv = write_outputs(args.out, rows, meta)
     print(f"wrote {md} and {csv}")
     return 0
