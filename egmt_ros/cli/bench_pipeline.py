@@ -28,6 +28,9 @@ threads and OpenCV's threads (the OpenVINO detector keeps its own default). ``--
 thread counts of one mode round-robin, one frame each in turn, so that a shared machine's changing load hits them
 alike.
 
+With ``lp`` among the methods, every row also gets its total and fuse p50 over lp's of the same mode and threads
+(``x lp`` column; issue 18's CPU yardstick: the default backend within 4x the Laplacian pyramid).
+
 Writes ``<out>/bench_pipeline.md`` (command, hardware, load average, tables) and ``<out>/bench_pipeline.csv``.
 The live-graph measurement (receive-to-publish latency through the ROS nodes from a bag) is not part of this tool:
 ``python -m egmt_ros.cli.demo`` reports it.
