@@ -434,9 +434,9 @@ class PairFolderDataset(Dataset):
                 text_features(unique)
         for s in self.samples:
             rec = self.records.get(s.key)
-            texts = entity_texts(rec, max_entities)
-            if texts and text_features is None:
-                raise ValueError("annotations with entities need a text encoder (text_features)")
+            texts = entity_texts(rec, max_entities) if text_features is not None else []
+            # without a text encoder (a model without entity input, use_ent off) the entities are dropped; the
+            # labels and the entity boxes (region weights) still come from the annotation
             self._ent.append(text_features(texts) if texts else np.zeros((0, self.text_dim), np.float32))
             lab = np.zeros(len(self.classes), np.float32)
             if rec is not None:

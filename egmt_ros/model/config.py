@@ -24,6 +24,14 @@ CGHA, its "w/o ENT" row keeps CGHA without text), so egmt_ros defines them as fo
   features). Off (with ``use_ti`` on): only the one-directional visual -> entity attention of Eq. 4-5 remains.
 - ``use_mt``: the multi-label classification head (Eq. 8) and the classification loss (Eq. 15).
 
+egmt_ros switches (not in the paper; ``rt_config`` turns both on, checkpoints without them load with both off):
+
+- ``info_prior``: the rt decoder's per-pixel IR weight is ``sigmoid(logit(w') + learned)``, ``w'`` the information
+  weight of :mod:`egmt_ros.model.information` computed from the inputs, so an untrained rt model outputs the
+  information target and training learns where to deviate (entities, what the hand-made measure gets wrong).
+- ``shift_windows``: the token attention (Eq. 3) runs on windows shifted by half a window (Swin's remedy), so
+  neighbouring windows of the CA and CGHA stages are bridged and the output has no window-sized blocks.
+
 Text features: the paper encodes entities with CLIP ViT-L/14 (``text_dim`` 768). No CLIP weights exist on this
 machine; the shipped encoder is all-MiniLM-L6-v2 (384-d), so both factories default to 384 and
 ``text_encoder`` names it. ``paper_config(text_dim=768, text_encoder="openai/clip-vit-large-patch14")`` gives the
@@ -53,6 +61,8 @@ class EGMTConfig:
     scale: int = 1                #: the ECIM runs at 1/scale resolution (paper 1; rt_config 8); a power of 2
     detail_channels: int = 16     #: rt only: channels of the half-resolution decoder
     detail_blocks: int = 1        #: rt only: residual 3x3 conv blocks in the half-resolution decoder
+    info_prior: bool = False      #: rt only: the decoder's IR weight starts from the information weight (see network)
+    shift_windows: bool = False   #: token attention (Eq. 3) on windows shifted by window/2 (no block seams)
     # --- text / entities ---
     text_dim: int = 384           #: entity feature dimension (768 for CLIP ViT-L/14 as the paper; 384 for MiniLM)
     text_encoder: str = MINILM_ID  #: id of the text encoder the entity features come from
@@ -95,6 +105,8 @@ class EGMTConfig:
             raise ValueError(f"heads ({self.heads}) must divide channels ({self.channels})")
         if self.scale < 1 or self.scale & (self.scale - 1):
             raise ValueError(f"scale must be a power of 2, got {self.scale}")
+        if self.info_prior and self.variant != "rt":
+            raise ValueError("info_prior is a part of the rt decoder (variant 'rt')")
         if self.variant == "paper" and self.scale != 1:
             raise ValueError("the paper variant runs the ECIM at full resolution (scale 1)")
         if self.class_names and len(self.class_names) != self.num_classes:
@@ -155,6 +167,7 @@ def rt_config(**overrides: Any) -> EGMTConfig:
     """egmt_ros's real-time variant: ECIM at 1/8 resolution with 8 x 8 windows + a half-resolution conv decoder,
     trained with the information-aware objective (alphas 30, 10, 1 for int, grad, ssim; docs/model.md)."""
     base: dict[str, Any] = dict(variant="rt", channels=32, window=8, heads=2, scale=8,
-                                detail_channels=16, detail_blocks=1, objective="info", alphas=(30.0, 10.0, 1.0))
+                                detail_channels=16, detail_blocks=1, info_prior=True, shift_windows=True,
+                                objective="info", alphas=(30.0, 10.0, 1.0))
     base.update(overrides)
     return EGMTConfig(**base)

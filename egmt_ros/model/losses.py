@@ -20,13 +20,9 @@ Fusion loss (Eq. 11-14), on images in [0, 1]:
 - ``L_fus = a1 L_int + a2 L_edge + a3 L_ssim``, ``(a1, a2, a3) = (1, 15, 5)`` (Eq. 11)
 
 Information-aware fusion loss (``config.objective == "info"``; egmt_ros's deviation from Eq. 12-14, the why is in
-docs/model.md "Objective"). Per source ``s`` a local information map (:func:`information_map`: mean Sobel gradient
-energy plus local standard deviation over a ``2r+1`` box, divided by the local mean plus ``WEBER``, i.e. a Weber
-contrast, so bright flat smoke/fog/glare carries little information; the visible map is further scaled down in
-darkness and under a bright low-contrast veil by :func:`visible_visibility`), entity boxes found in a source multiply its information by
-``1 + box_boost`` there, and the IR share of the target is ``w = box(I_ir^2 / (I_ir^2 + I_vi^2))`` (smoothed over the same box). Salient IR regions
-(warmer than the image mean by ``> 0.5`` standard deviations, :func:`ir_saliency`) take the IR intensity itself
-(kept whole). With ``R = 1 + region_weight * (inside any entity box)``:
+docs/model.md "Objective"). The intensity target and the IR share ``w'`` come from the local information of each
+source (:mod:`egmt_ros.model.information`: Weber contrast, visibility of the visible image, IR saliency, entity
+boxes). With ``R = 1 + region_weight * (inside any entity box)``:
 
 - ``L_int = mean R |F - T|``, ``T = w' IR + (1 - w') VI``, ``w' = w + sal (1 - w)`` (:func:`information_target`)
 - ``L_grad = mean R | |sobel F| - max(|sobel IR|, |sobel VI|) |`` (structure from whichever source has it)
@@ -51,98 +47,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from egmt_ros.model.config import EGMTConfig
+from egmt_ros.model.information import (box_mean, information_map, information_target, ir_saliency,  # noqa: F401
+                                        sobel_magnitude, visible_visibility)
 
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
-_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 #: Objectives of :class:`EGMTLoss`: ``paper`` (Eq. 12-14) and ``info`` (information-aware, see the docstring).
 OBJECTIVES = ("paper", "info")
-#: Radius of the box window of the local information maps (a 15 x 15 window).
-INFO_RADIUS = 7
-#: Radius of the box filter applied before measuring information (pixel noise is not information).
-NOISE_RADIUS = 2
-#: Weber constant: the information of a region is its contrast divided by (local mean + WEBER).
-WEBER = 1.0
-#: Information floor (a flat region's contrast), so that flat regions compare by brightness (Weber) alone.
-INFO_FLOOR = 0.01
-#: Visible luma below which the visible information is scaled down linearly (darkness).
-DARK_LEVEL = 0.1
-#: Visible luma above which a low-contrast region counts as veiled (smoke, fog, glare), fully at VEIL_LEVEL + 0.2.
-VEIL_LEVEL = 0.5
-#: Local standard deviation below which a bright visible region counts as veiled.
-VEIL_CONTRAST = 0.05
-
-
 def laplacian(x: Tensor) -> Tensor:
     """4-neighbour Laplacian of ``[B, 1, H, W]`` with replicate padding (same size out)."""
     k = _LAPLACIAN.to(x.device, x.dtype).view(1, 1, 3, 3)
     return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k)
-
-
-def sobel_magnitude(x: Tensor) -> Tensor:
-    """``|d/dx| + |d/dy|`` of the 3 x 3 Sobel filters of ``[B, 1, H, W]`` (replicate padding; same size out)."""
-    kx = _SOBEL_X.to(x.device, x.dtype)
-    k = torch.stack([kx, kx.t()]).view(2, 1, 3, 3)
-    g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k)
-    return g.abs().sum(dim=1, keepdim=True)
-
-
-def box_mean(x: Tensor, radius: int) -> Tensor:
-    """Mean over the ``(2 radius + 1)^2`` box around every pixel (replicate padding; same size out)."""
-    if radius <= 0:
-        return x
-    return F.avg_pool2d(F.pad(x, (radius,) * 4, mode="replicate"), 2 * radius + 1, stride=1)
-
-
-def _local_stats(x: Tensor, radius: int) -> tuple[Tensor, Tensor]:
-    """(local mean, local standard deviation) over the box of ``radius``."""
-    mu = box_mean(x, radius)
-    return mu, torch.sqrt(torch.clamp(box_mean(x * x, radius) - mu * mu, min=0.0) + 1e-8)
-
-
-def information_map(x: Tensor, radius: int = INFO_RADIUS) -> Tensor:
-    """Local information of a source ``[B, 1, H, W]`` in [0, 1] (first smoothed over a ``NOISE_RADIUS`` box):
-    ``(mean Sobel energy + local std + INFO_FLOOR)
-    / (local mean + WEBER)`` over the box of ``radius`` (a Weber contrast: smoke, fog and glare are bright and
-    flat, so their information is low; a flat dark IR background is low too, only its floor remains)."""
-    x = box_mean(x, NOISE_RADIUS)  # sensor noise is not information
-    mu, sd = _local_stats(x, radius)
-    return (box_mean(sobel_magnitude(x), radius) + sd + INFO_FLOOR) / (mu + WEBER)
-
-
-def visible_visibility(vi: Tensor, radius: int = INFO_RADIUS) -> Tensor:
-    """Visibility factor of the visible image in [0.1, 1]: darkness (local mean below ``DARK_LEVEL``) scales it
-    down linearly, and a veil (smoke, fog, glare: local mean above ``VEIL_LEVEL`` with a local standard deviation
-    below ``VEIL_CONTRAST``) scales it down to 0.3."""
-    mu, sd = _local_stats(box_mean(vi, NOISE_RADIUS), radius)
-    dark = torch.clamp(mu / DARK_LEVEL, 0.1, 1.0)
-    veil = torch.clamp((mu - VEIL_LEVEL) / 0.2, 0.0, 1.0) * torch.clamp(1.0 - sd / VEIL_CONTRAST, 0.0, 1.0)
-    return dark * (1.0 - 0.7 * veil)
-
-
-def ir_saliency(ir: Tensor, radius: int = 2) -> Tensor:
-    """How much a region stands out warm in IR, in [0, 1]: 0 up to half a standard deviation above the image mean,
-    1 from one and a half (per image; slightly smoothed so that a silhouette is a region, not edges)."""
-    b = box_mean(ir, radius)
-    mean = ir.mean(dim=(2, 3), keepdim=True)
-    std = ir.std(dim=(2, 3), keepdim=True)
-    return torch.clamp((b - mean - 0.5 * std) / (std + 1e-3), 0.0, 1.0)
-
-
-def information_target(ir: Tensor, vi: Tensor, regions: Tensor | None = None,
-                       box_boost: float = 1.0) -> tuple[Tensor, Tensor]:
-    """(intensity target T, IR share w' of T), both ``[B, 1, H, W]``; see the module docstring.
-
-    ``regions``: ``[B, 2, H, W]`` entity-box masks in [0, 1] (channel 0 boxes found in IR, 1 in visible) or None.
-    """
-    i_ir = information_map(ir)
-    i_vi = information_map(vi) * visible_visibility(vi)
-    if regions is not None:
-        i_ir = i_ir * (1.0 + box_boost * regions[:, 0:1])
-        i_vi = i_vi * (1.0 + box_boost * regions[:, 1:2])
-    w = box_mean(i_ir ** 2 / (i_ir ** 2 + i_vi ** 2), INFO_RADIUS)  # smooth: regions, not per-pixel switches
-    sal = ir_saliency(ir)
-    w = w + sal * (1.0 - w)
-    return w * ir + (1.0 - w) * vi, w
 
 
 def region_weight_map(regions: Tensor | None, like: Tensor, region_weight: float) -> Tensor:

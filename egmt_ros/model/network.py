@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from egmt_ros.model.config import EGMTConfig, paper_config
+from egmt_ros.model.information import information_weight
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -84,6 +85,10 @@ def window_reverse(t: Tensor, ws: int, b: int, h: int, w: int) -> Tensor:
     c = t.shape[-1]
     x = t.view(b, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(b, h, w, c)
+
+
+#: The information weight is clamped to [PRIOR_EPS, 1 - PRIOR_EPS] before its logit (the prior of the rt decoder).
+PRIOR_EPS = 1e-3
 
 
 def _conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
@@ -239,18 +244,33 @@ class ECIMBlock(nn.Module):
     def __init__(self, cfg: EGMTConfig) -> None:
         super().__init__()
         c, h, r = cfg.channels, cfg.heads, cfg.ffn_ratio
+        self.window = cfg.window
+        self.shift = cfg.shift_windows
         self.ca = ChannelCrossAttention(c, h, r) if cfg.use_ca else None
         self.ta_ir = TokenSelfAttention(c, h, r) if cfg.use_ta else None
         self.ta_vi = TokenSelfAttention(c, h, r) if cfg.use_ta else None
         self.cgha_ir = CGHA(c, h, r, cfg.hybrid) if cfg.text_in_ecim else None
         self.cgha_vi = CGHA(c, h, r, cfg.hybrid) if cfg.text_in_ecim else None
 
+    def _shifted(self, fn: nn.Module, t: Tensor, b: int, h: int, w: int) -> Tensor:
+        """``fn`` on windows shifted by half a window: the ``[B*nW, L, C]`` tokens of an ``h x w`` grid are put back
+        in place, replicate-padded by ``window/2`` on every side, windowed, attended, and cropped back."""
+        ws, s = self.window, self.window // 2
+        x = window_reverse(t, ws, b, h, w).permute(0, 3, 1, 2)
+        x = F.pad(x, (s, s, s, s), mode="replicate").permute(0, 2, 3, 1)
+        y = window_reverse(fn(window_partition(x, ws)), ws, b, h + 2 * s, w + 2 * s)
+        return window_partition(y[:, s:s + h, s:s + w].contiguous(), ws)
+
     def forward(self, t_ir: Tensor, t_vi: Tensor, ent: Tensor | None, ent_bias: Tensor | None,
-                b: int) -> tuple[Tensor, Tensor]:
+                b: int, h: int, w: int) -> tuple[Tensor, Tensor]:
+        """Tokens ``[B*nW, L, C]`` of an ``h x w`` grid (multiples of the window) per modality."""
         if self.ca is not None:
             t_ir, t_vi = self.ca(t_ir, t_vi)
         if self.ta_ir is not None and self.ta_vi is not None:
-            t_ir, t_vi = self.ta_ir(t_ir), self.ta_vi(t_vi)
+            if self.shift:
+                t_ir, t_vi = self._shifted(self.ta_ir, t_ir, b, h, w), self._shifted(self.ta_vi, t_vi, b, h, w)
+            else:
+                t_ir, t_vi = self.ta_ir(t_ir), self.ta_vi(t_vi)
         if self.cgha_ir is not None and self.cgha_vi is not None and ent is not None and ent_bias is not None:
             t_ir, t_vi = self.cgha_ir(t_ir, ent, ent_bias, b), self.cgha_vi(t_vi, ent, ent_bias, b)
         return t_ir, t_vi
@@ -282,12 +302,15 @@ class RTDecoder(nn.Module):
     ``F = clamp(s * ir + (1 - s) * vi + r + g_ir * hp(ir) + g_vi * hp(vi), 0, 1)`` with ``s = sigmoid(w)``, where
     ``w, r, g_ir, g_vi`` are predicted at half resolution and brought to full resolution by a sub-pixel conv
     (PixelShuffle), and ``hp`` is the negative 4-neighbour Laplacian of each source (:func:`highpass`).
-    The last conv starts at zero: an untrained decoder outputs the pixel average of IR and VI.
+    The last conv starts at zero: an untrained decoder outputs the pixel average of IR and VI, or with
+    ``info_prior`` the information target (``s = sigmoid(w + logit(w'))``, ``w'`` of
+    :func:`egmt_ros.model.information.information_weight`, computed from the inputs: no parameters).
     """
 
-    def __init__(self, feat_channels: int, cd: int, blocks: int, scale: int) -> None:
+    def __init__(self, feat_channels: int, cd: int, blocks: int, scale: int, info_prior: bool = False) -> None:
         super().__init__()
         self.scale = scale
+        self.info_prior = info_prior
         self.enc = _conv(8, cd)                      # on PixelUnshuffle(2)([ir, vi]): 8 channels at H/2
         self.up = nn.Conv2d(feat_channels, cd, 1)    # ECIM features (H/scale) -> cd, then bilinear to H/2
         self.blocks = nn.Sequential(*[ResBlock(cd) for _ in range(blocks)])
@@ -302,7 +325,11 @@ class RTDecoder(nn.Module):
         x = self.blocks(F.leaky_relu(e + u, 0.2))
         maps = F.pixel_shuffle(self.out(x), 2)  # [B, 4, H, W]
         hp = highpass(src)
-        s = torch.sigmoid(maps[:, 0:1])
+        logit = maps[:, 0:1]
+        if self.info_prior:  # start from the information weight w': logit(w') + the learned correction
+            w0 = torch.clamp(information_weight(ir, vi), PRIOR_EPS, 1.0 - PRIOR_EPS)
+            logit = logit + torch.log(w0) - torch.log1p(-w0)
+        s = torch.sigmoid(logit)
         fused = vi + s * (ir - vi) + maps[:, 1:2] + (maps[:, 2:4] * hp).sum(dim=1, keepdim=True)
         return torch.clamp(fused, 0.0, 1.0)
 
@@ -324,7 +351,8 @@ class EGMT(nn.Module):
             # stems: space-to-depth by `scale` (lossless, 1 -> scale^2 channels), then a 3x3 conv to C channels
             self.stem_ir = nn.Sequential(SpaceToDepth(cfg.scale), _conv(cfg.scale ** 2, c), _act())
             self.stem_vi = nn.Sequential(SpaceToDepth(cfg.scale), _conv(cfg.scale ** 2, c), _act())
-            self.recon: nn.Module = RTDecoder(2 * c, cfg.detail_channels, cfg.detail_blocks, cfg.scale)
+            self.recon: nn.Module = RTDecoder(2 * c, cfg.detail_channels, cfg.detail_blocks, cfg.scale,
+                                              cfg.info_prior)
         else:
             # shallow visual features ("vanilla convolution blocks"): two 3x3 convs per modality
             self.stem_ir = nn.Sequential(_conv(1, c), _act(), _conv(c, c), _act())
@@ -378,7 +406,7 @@ class EGMT(nn.Module):
         t_ir = window_partition(f_ir.permute(0, 2, 3, 1), ws)
         t_vi = window_partition(f_vi.permute(0, 2, 3, 1), ws)
         for blk in self.blocks:
-            t_ir, t_vi = blk(t_ir, t_vi, aligned, bias, b)
+            t_ir, t_vi = blk(t_ir, t_vi, aligned, bias, b, hp, wp)
         f_ir = window_reverse(t_ir, ws, b, hp, wp).permute(0, 3, 1, 2)
         f_vi = window_reverse(t_vi, ws, b, hp, wp).permute(0, 3, 1, 2)
         return torch.cat([f_ir, f_vi], dim=1)[:, :, :h, :w]

@@ -1,0 +1,155 @@
+"""Local information of infrared and visible images: the intensity target of the ``info`` objective and the prior of
+the rt decoder (egmt_ros's design; why in docs/model.md "Objective").
+
+The information of a region is measured at 1/4 resolution (a region is what competes, not a pixel; and so it costs
+a few milliseconds, not hundreds): each source is first averaged over 2 x 2 pixels (sensor noise is not information),
+its Sobel gradient magnitude taken at that half resolution and averaged down to 1/4, together with the 4 x 4 block
+means of the half-resolution image and of its square. Over a ``(2 INFO_RADIUS + 1)^2`` box of those blocks (20 x 20
+source pixels) a source's information is ``(mean gradient + local standard deviation + INFO_FLOOR) / (local mean +
+WEBER)``, a Weber contrast: bright flat smoke, fog and glare carry little, a flat dark IR background only the floor
+(:func:`information_map`). The visible information is further scaled down in darkness and under a bright
+low-contrast veil (:func:`visible_visibility`). Entity boxes found in a source multiply its information by
+``1 + box_boost`` there. The IR share is ``w = box(I_ir^p / (I_ir^p + I_vi^p))``, ``p = INFO_POWER`` (smoothed over
+the same box), brought to full resolution bilinearly; salient IR regions (warmer than the image mean by more than half
+a standard deviation, :func:`ir_saliency`, at half resolution) take the IR itself: ``w' = w + sal (1 - w)`` (kept
+whole, with their silhouette).
+
+All functions take ``[B, 1, H, W]`` tensors in [0, 1] of any size (replicate-padded to a multiple of 4 inside),
+return full-size maps, use no learned parameters and only ops that export to ONNX / OpenVINO.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+#: Radius, in 1/4-resolution blocks, of the box over which information is compared (5 x 5 blocks = 20 x 20 px).
+INFO_RADIUS = 2
+#: Resolution divisor of the information maps (the Sobel gradient is taken at half this, after 2 x 2 averaging).
+INFO_STRIDE = 4
+#: Weber constant: the information of a region is its contrast divided by (local mean + WEBER).
+WEBER = 1.0
+#: Information floor (a flat region's contrast), so that flat regions compare by brightness (Weber) alone.
+INFO_FLOOR = 0.01
+#: Visible luma below which the visible information is scaled down linearly (darkness).
+DARK_LEVEL = 0.1
+#: Visible luma above which a low-contrast region counts as veiled (smoke, fog, glare), fully at VEIL_LEVEL + 0.2.
+VEIL_LEVEL = 0.5
+#: Local standard deviation below which a bright visible region counts as veiled.
+VEIL_CONTRAST = 0.05
+#: Exponent of the information ratio: the IR share is ``I_ir^p / (I_ir^p + I_vi^p)``. 4 rather than 2: the source
+#: with more information takes the region more decisively (measured on 16 RoadScene *training* pairs, target alone:
+#: p = 2 -> 4 raised MI 3.91 -> 4.50, Qabf 0.591 -> 0.612, PC 0.477 -> 0.491; p = 8 more still, but closer to a
+#: per-region switch). Table in docs/model.md.
+INFO_POWER = 4
+
+
+def sobel_magnitude(x: Tensor) -> Tensor:
+    """``|d/dx| + |d/dy|`` of the 3 x 3 Sobel filters of ``[B, 1, H, W]`` (replicate padding; same size out)."""
+    kx = _SOBEL_X.to(x.device, x.dtype)
+    k = torch.stack([kx, kx.t()]).view(2, 1, 3, 3)
+    g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k)
+    return g.abs().sum(dim=1, keepdim=True)
+
+
+def box_mean(x: Tensor, radius: int) -> Tensor:
+    """Mean over the ``(2 radius + 1)^2`` box around every pixel (replicate padding; same size out; separable)."""
+    if radius <= 0:
+        return x
+    k = 2 * radius + 1
+    x = F.pad(x, (radius,) * 4, mode="replicate")
+    return F.avg_pool2d(F.avg_pool2d(x, (1, k), stride=1), (k, 1), stride=1)
+
+
+class _Blocks:
+    """The 1/4-resolution statistics of one source (module docstring): half-resolution image, block mean ``m1``,
+    block mean of the square ``m2`` and block mean of the half-resolution Sobel magnitude ``g``."""
+
+    def __init__(self, x: Tensor) -> None:
+        s = INFO_STRIDE // 2
+        self.half = F.avg_pool2d(x, 2)
+        self.m1 = F.avg_pool2d(self.half, s)
+        self.m2 = F.avg_pool2d(self.half * self.half, s)
+        self.g = F.avg_pool2d(sobel_magnitude(self.half), s)
+
+    def stats(self) -> tuple[Tensor, Tensor]:
+        """(local mean, local standard deviation) over the ``INFO_RADIUS`` box of blocks."""
+        mu = box_mean(self.m1, INFO_RADIUS)
+        var = box_mean(self.m2, INFO_RADIUS) - mu * mu
+        return mu, torch.sqrt(torch.clamp(var, min=0.0) + 1e-8)
+
+    def information(self) -> Tensor:
+        """Weber information of the source per block (:func:`information_map`)."""
+        mu, sd = self.stats()
+        return (box_mean(self.g, INFO_RADIUS) + sd + INFO_FLOOR) / (mu + WEBER)
+
+    def visibility(self) -> Tensor:
+        """Visibility factor per block (:func:`visible_visibility`)."""
+        mu, sd = self.stats()
+        dark = torch.clamp(mu / DARK_LEVEL, 0.1, 1.0)
+        veil = torch.clamp((mu - VEIL_LEVEL) / 0.2, 0.0, 1.0) * torch.clamp(1.0 - sd / VEIL_CONTRAST, 0.0, 1.0)
+        return dark * (1.0 - 0.7 * veil)
+
+
+def _pad4(x: Tensor) -> Tensor:
+    """Replicate-pad ``[B, C, H, W]`` at the bottom/right to multiples of ``INFO_STRIDE``."""
+    h, w = x.shape[-2], x.shape[-1]
+    return F.pad(x, (0, (-w) % INFO_STRIDE, 0, (-h) % INFO_STRIDE), mode="replicate")
+
+
+def _full(x: Tensor, factor: int, like: Tensor) -> Tensor:
+    """Bilinear upsampling of a low-resolution map by ``factor``, cropped to ``like``'s size."""
+    y = F.interpolate(x, scale_factor=float(factor), mode="bilinear", align_corners=False)
+    return y[..., :like.shape[-2], :like.shape[-1]]
+
+
+def information_map(x: Tensor) -> Tensor:
+    """Local information of a source ``[B, 1, H, W]`` (module docstring), full size."""
+    return _full(_Blocks(_pad4(x)).information(), INFO_STRIDE, x)
+
+
+def visible_visibility(vi: Tensor) -> Tensor:
+    """Visibility factor of the visible image in [0.1, 1], full size: darkness (local mean below ``DARK_LEVEL``)
+    scales it down linearly, and a veil (smoke, fog, glare: local mean above ``VEIL_LEVEL`` with a local standard
+    deviation below ``VEIL_CONTRAST``) scales it down to 0.3."""
+    return _full(_Blocks(_pad4(vi)).visibility(), INFO_STRIDE, vi)
+
+
+def _saliency(half: Tensor) -> Tensor:
+    mean = half.mean(dim=(2, 3), keepdim=True)
+    std = torch.sqrt(torch.clamp((half * half).mean(dim=(2, 3), keepdim=True) - mean * mean, min=0.0) + 1e-12)
+    return torch.clamp((half - mean - 0.5 * std) / (std + 1e-3), 0.0, 1.0)
+
+
+def ir_saliency(ir: Tensor) -> Tensor:
+    """How much a region stands out warm in IR, in [0, 1], full size: 0 up to half a standard deviation above the
+    image mean, 1 from one and a half (per image; on the 2 x 2-averaged image, so a silhouette is a region, not
+    edges)."""
+    return _full(_saliency(F.avg_pool2d(_pad4(ir), 2)), 2, ir)
+
+
+def information_weight(ir: Tensor, vi: Tensor, regions: Tensor | None = None, box_boost: float = 1.0) -> Tensor:
+    """The IR share ``w'`` ``[B, 1, H, W]`` in [0, 1] of the information target (module docstring).
+
+    ``regions``: ``[B, 2, H, W]`` entity-box masks in [0, 1] (channel 0 boxes found in IR, 1 in visible) or None.
+    """
+    b_ir, b_vi = _Blocks(_pad4(ir)), _Blocks(_pad4(vi))
+    i_ir, i_vi = b_ir.information(), b_vi.information() * b_vi.visibility()
+    if regions is not None:
+        r = F.avg_pool2d(_pad4(regions), INFO_STRIDE)
+        i_ir = i_ir * (1.0 + box_boost * r[:, 0:1])
+        i_vi = i_vi * (1.0 + box_boost * r[:, 1:2])
+    a, b = i_ir ** INFO_POWER, i_vi ** INFO_POWER
+    w = _full(box_mean(a / (a + b), INFO_RADIUS), INFO_STRIDE, ir)  # smooth: regions, not per-pixel switches
+    return w + _full(_saliency(b_ir.half), 2, ir) * (1.0 - w)
+
+
+def information_target(ir: Tensor, vi: Tensor, regions: Tensor | None = None,
+                       box_boost: float = 1.0) -> tuple[Tensor, Tensor]:
+    """(intensity target ``T = w' IR + (1 - w') VI``, IR share ``w'``), both ``[B, 1, H, W]``
+    (:func:`information_weight`)."""
+    w = information_weight(ir, vi, regions, box_boost)
+    return w * ir + (1.0 - w) * vi, w
