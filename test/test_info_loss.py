@@ -122,7 +122,7 @@ def test_objective_selection_and_gradients() -> None:
 def test_paper_objective_prefers_the_average_the_info_objective_does_not(data_root: Path) -> None:
     """The collapse of the paper recipe (docs/model.md): on real pairs Eq. 11 with a = (1, 15, 5) scores the pixel
     average lower than pixel max, so training descends towards averaging; the information target scores lower than
-    both under the info objective, and the paper objective does not prefer it."""
+    both under the info objective."""
     from egmt_ros.core.images import load_pair
     from egmt_ros.core.color import split_luma
 
@@ -135,7 +135,7 @@ def test_paper_objective_prefers_the_average_the_info_objective_does_not(data_ro
         target, _ = L.information_target(a, v)
         p = {k: float(paper.fusion_loss(f, a, v)[0]) for k, f in (("avg", avg), ("max", mx), ("t", target))}
         q = {k: float(info.fusion_loss(f, a, v)[0]) for k, f in (("avg", avg), ("max", mx), ("t", target))}
-        assert p["avg"] < p["max"] and p["avg"] < p["t"], (stem, p)
+        assert p["avg"] < p["max"], (stem, p)
         assert q["t"] < q["avg"] and q["t"] < q["max"], (stem, q)
 
 

@@ -28,6 +28,8 @@ _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 #: Radius, in 1/4-resolution blocks, of the box over which information is compared (5 x 5 blocks = 20 x 20 px).
 INFO_RADIUS = 2
+#: Radius, in 1/4-resolution blocks, of the smoothing of the base weight (17 x 17 blocks = 68 x 68 px).
+BASE_RADIUS = 8
 #: Resolution divisor of the information maps (the Sobel gradient is taken at half this, after 2 x 2 averaging).
 INFO_STRIDE = 4
 #: Weber constant: the information of a region is its contrast divided by (local mean + WEBER).
@@ -131,9 +133,15 @@ def ir_saliency(ir: Tensor) -> Tensor:
     return _full(_saliency(F.avg_pool2d(_pad4(ir), 2)), 2, ir)
 
 
-def information_weight(ir: Tensor, vi: Tensor, regions: Tensor | None = None, box_boost: float = 1.0) -> Tensor:
-    """The IR share ``w'`` ``[B, 1, H, W]`` in [0, 1] of the information target (module docstring).
+def information_prior(ir: Tensor, vi: Tensor, regions: Tensor | None = None,
+                      box_boost: float = 1.0) -> tuple[Tensor, Tensor]:
+    """``(w_d, r)`` ``[B, 1, H, W]``: the information target is ``T = VI + w_d (IR - VI) + r`` (module docstring).
 
+    Two scales, so that the choice between sources of very different brightness never paints blotches: the base
+    of each source (``B``, its 8 x 8-pixel block means brought back bilinearly) is weighted by ``w_b``, the
+    information ratio smoothed over ``BASE_RADIUS`` blocks (68 px), and the detail (``IR - B_ir``, ``VI - B_vi``) by
+    ``w_d``, the ratio smoothed over ``INFO_RADIUS`` blocks (20 px); salient IR regions take the IR at both scales.
+    ``T = w_b B_ir + (1 - w_b) B_vi + w_d (IR - B_ir) + (1 - w_d) (VI - B_vi)``, i.e. ``r = (w_b - w_d)(B_ir - B_vi)``.
     ``regions``: ``[B, 2, H, W]`` entity-box masks in [0, 1] (channel 0 boxes found in IR, 1 in visible) or None.
     """
     b_ir, b_vi = _Blocks(_pad4(ir)), _Blocks(_pad4(vi))
@@ -143,13 +151,18 @@ def information_weight(ir: Tensor, vi: Tensor, regions: Tensor | None = None, bo
         i_ir = i_ir * (1.0 + box_boost * r[:, 0:1])
         i_vi = i_vi * (1.0 + box_boost * r[:, 1:2])
     a, b = i_ir ** INFO_POWER, i_vi ** INFO_POWER
-    w = _full(box_mean(a / (a + b), INFO_RADIUS), INFO_STRIDE, ir)  # smooth: regions, not per-pixel switches
-    return w + _full(_saliency(b_ir.half), 2, ir) * (1.0 - w)
+    ratio = a / (a + b)
+    sal = _full(_saliency(b_ir.half), 2, ir)
+    w_d = _full(box_mean(ratio, INFO_RADIUS), INFO_STRIDE, ir)
+    w_b = _full(box_mean(ratio, BASE_RADIUS), INFO_STRIDE, ir)
+    w_d, w_b = w_d + sal * (1.0 - w_d), w_b + sal * (1.0 - w_b)
+    base_diff = _full(b_ir.m1 - b_vi.m1, INFO_STRIDE, ir)
+    return w_d, (w_b - w_d) * base_diff
 
 
 def information_target(ir: Tensor, vi: Tensor, regions: Tensor | None = None,
                        box_boost: float = 1.0) -> tuple[Tensor, Tensor]:
-    """(intensity target ``T = w' IR + (1 - w') VI``, IR share ``w'``), both ``[B, 1, H, W]``
-    (:func:`information_weight`)."""
-    w = information_weight(ir, vi, regions, box_boost)
-    return w * ir + (1.0 - w) * vi, w
+    """(intensity target ``T``, IR share of its detail ``w_d``), both ``[B, 1, H, W]`` (:func:`information_prior`;
+    ``T`` is clamped to [0, 1])."""
+    w, r = information_prior(ir, vi, regions, box_boost)
+    return torch.clamp(vi + w * (ir - vi) + r, 0.0, 1.0), w

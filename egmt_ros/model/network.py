@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from egmt_ros.model.config import EGMTConfig, paper_config
-from egmt_ros.model.information import information_weight
+from egmt_ros.model.information import information_prior
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -303,8 +303,8 @@ class RTDecoder(nn.Module):
     ``w, r, g_ir, g_vi`` are predicted at half resolution and brought to full resolution by a sub-pixel conv
     (PixelShuffle), and ``hp`` is the negative 4-neighbour Laplacian of each source (:func:`highpass`).
     The last conv starts at zero: an untrained decoder outputs the pixel average of IR and VI, or with
-    ``info_prior`` the information target (``s = sigmoid(w + logit(w'))``, ``w'`` of
-    :func:`egmt_ros.model.information.information_weight`, computed from the inputs: no parameters).
+    ``info_prior`` the information target (``s = sigmoid(w + logit(w_d))`` and ``r + r_0``, ``(w_d, r_0)`` of
+    :func:`egmt_ros.model.information.information_prior`, computed from the inputs: no parameters).
     """
 
     def __init__(self, feat_channels: int, cd: int, blocks: int, scale: int, info_prior: bool = False) -> None:
@@ -325,12 +325,13 @@ class RTDecoder(nn.Module):
         x = self.blocks(F.leaky_relu(e + u, 0.2))
         maps = F.pixel_shuffle(self.out(x), 2)  # [B, 4, H, W]
         hp = highpass(src)
-        logit = maps[:, 0:1]
-        if self.info_prior:  # start from the information weight w': logit(w') + the learned correction
-            w0 = torch.clamp(information_weight(ir, vi), PRIOR_EPS, 1.0 - PRIOR_EPS)
-            logit = logit + torch.log(w0) - torch.log1p(-w0)
+        logit, residual = maps[:, 0:1], maps[:, 1:2]
+        if self.info_prior:  # start from the information target: logit(w_d) and r of the prior + learned corrections
+            w0, r0 = information_prior(ir, vi)
+            w0 = torch.clamp(w0, PRIOR_EPS, 1.0 - PRIOR_EPS)
+            logit, residual = logit + torch.log(w0) - torch.log1p(-w0), residual + r0
         s = torch.sigmoid(logit)
-        fused = vi + s * (ir - vi) + maps[:, 1:2] + (maps[:, 2:4] * hp).sum(dim=1, keepdim=True)
+        fused = vi + s * (ir - vi) + residual + (maps[:, 2:4] * hp).sum(dim=1, keepdim=True)
         return torch.clamp(fused, 0.0, 1.0)
 
 
