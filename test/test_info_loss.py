@@ -192,3 +192,14 @@ def test_degraded_visible_crops_move_the_target_to_ir() -> None:
         _, w_deg = L.information_target(_t(ir), _t(deg))
         assert float(w_deg.mean()) > float(w_clean.mean())   # less visible information: more IR in the target
     assert 0 < dark < 12
+
+
+def test_up2_is_bilinear_upsampling() -> None:
+    """The conv + pixel-shuffle x2 upsampling of the information prior equals F.interpolate's bilinear one
+    (align_corners=False, borders repeated), also for 1 x 1 and odd sizes."""
+    from egmt_ros.model.information import up2
+
+    for h, w in ((1, 1), (3, 5), (17, 12)):
+        x = torch.rand(2, 1, h, w)
+        ref = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        torch.testing.assert_close(up2(x), ref, rtol=0, atol=1e-6)

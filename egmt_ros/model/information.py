@@ -47,6 +47,9 @@ VEIL_CONTRAST = 0.05
 #: p = 2 -> 4 raised MI 3.91 -> 4.50, Qabf 0.591 -> 0.612, PC 0.477 -> 0.491; p = 8 more still, but closer to a
 #: per-region switch). Table in docs/model.md.
 INFO_POWER = 4
+#: The detail weight is clamped to [PRIOR_EPS, 1 - PRIOR_EPS] before its logit (1 - 1e-2 is still below 1 in
+#: bfloat16, OpenVINO's CPU default).
+PRIOR_EPS = 1e-2
 
 
 def sobel_magnitude(x: Tensor) -> Tensor:
@@ -67,21 +70,26 @@ def box_mean(x: Tensor, radius: int) -> Tensor:
 
 
 class _Blocks:
-    """The 1/4-resolution statistics of one source (module docstring): half-resolution image, block mean ``m1``,
-    block mean of the square ``m2`` and block mean of the half-resolution Sobel magnitude ``g``."""
+    """The 1/4-resolution statistics of one source (module docstring): half-resolution image ``half``, block mean
+    ``m1``, within-block variance ``v`` and block mean of the half-resolution Sobel magnitude ``g``.
+
+    Variances are means of squared deviations, never ``E[x^2] - E[x]^2``: the difference of two close numbers is
+    noise in bfloat16 (OpenVINO's default CPU precision here), a squared deviation is not."""
 
     def __init__(self, x: Tensor) -> None:
-        s = INFO_STRIDE // 2
+        s = INFO_STRIDE // 2  # 2: _nearest2 below
         self.half = F.avg_pool2d(x, 2)
         self.m1 = F.avg_pool2d(self.half, s)
-        self.m2 = F.avg_pool2d(self.half * self.half, s)
+        d = self.half - _nearest2(self.m1)
+        self.v = F.avg_pool2d(d * d, s)
         self.g = F.avg_pool2d(sobel_magnitude(self.half), s)
 
     def stats(self) -> tuple[Tensor, Tensor]:
-        """(local mean, local standard deviation) over the ``INFO_RADIUS`` box of blocks."""
+        """(local mean, local standard deviation) over the ``INFO_RADIUS`` box of blocks: the mean within-block
+        variance plus the variance of the block means around their local mean."""
         mu = box_mean(self.m1, INFO_RADIUS)
-        var = box_mean(self.m2, INFO_RADIUS) - mu * mu
-        return mu, torch.sqrt(torch.clamp(var, min=0.0) + 1e-8)
+        e = self.m1 - mu
+        return mu, torch.sqrt(box_mean(self.v, INFO_RADIUS) + box_mean(e * e, INFO_RADIUS) + 1e-8)
 
     def information(self) -> Tensor:
         """Weber information of the source per block (:func:`information_map`)."""
@@ -102,10 +110,35 @@ def _pad4(x: Tensor) -> Tensor:
     return F.pad(x, (0, (-w) % INFO_STRIDE, 0, (-h) % INFO_STRIDE), mode="replicate")
 
 
+_BILINEAR_TAPS = ((0.25, 0.75, 0.0), (0.0, 0.75, 0.25))  # the two output phases of a x2 bilinear upsampling
+
+
+def up2_phases(x: Tensor) -> Tensor:
+    """``[B, 1, h, w]`` -> ``[B, 4, h, w]``: the four 2 x 2 sub-pixel phases (``pixel_shuffle`` order) of the x2
+    bilinear upsampling of ``x`` (``align_corners=False``, border values repeated: ``F.interpolate``'s result).
+
+    A replicate pad and one fixed 3 x 3 convolution: several times faster in OpenVINO than its Interpolate, and the
+    rt decoder adds these phases to its own sub-pixel maps before its ``pixel_shuffle`` (no full-size resize)."""
+    taps = torch.tensor(_BILINEAR_TAPS, dtype=x.dtype, device=x.device)
+    k = (taps[:, None, :, None] * taps[None, :, None, :]).reshape(4, 1, 3, 3)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k)
+
+
+def up2(x: Tensor) -> Tensor:
+    """x2 bilinear upsampling of ``[B, 1, h, w]`` (:func:`up2_phases` + ``pixel_shuffle``)."""
+    return F.pixel_shuffle(up2_phases(x), 2)
+
+
+def _nearest2(x: Tensor) -> Tensor:
+    """x2 nearest-neighbour upsampling of ``[B, 1, h, w]`` (a ``pixel_shuffle`` of four copies)."""
+    return F.pixel_shuffle(x.expand(-1, 4, -1, -1), 2)
+
+
 def _full(x: Tensor, factor: int, like: Tensor) -> Tensor:
-    """Bilinear upsampling of a low-resolution map by ``factor``, cropped to ``like``'s size."""
-    y = F.interpolate(x, scale_factor=float(factor), mode="bilinear", align_corners=False)
-    return y[..., :like.shape[-2], :like.shape[-1]]
+    """``x`` upsampled bilinearly by ``factor`` (2 or 4, in x2 steps), cropped to ``like``'s size."""
+    while factor > 1:
+        x, factor = up2(x), factor // 2
+    return x[..., :like.shape[-2], :like.shape[-1]]
 
 
 def information_map(x: Tensor) -> Tensor:
@@ -122,7 +155,8 @@ def visible_visibility(vi: Tensor) -> Tensor:
 
 def _saliency(half: Tensor) -> Tensor:
     mean = half.mean(dim=(2, 3), keepdim=True)
-    std = torch.sqrt(torch.clamp((half * half).mean(dim=(2, 3), keepdim=True) - mean * mean, min=0.0) + 1e-12)
+    d = half - mean
+    std = torch.sqrt((d * d).mean(dim=(2, 3), keepdim=True) + 1e-12)
     return torch.clamp((half - mean - 0.5 * std) / (std + 1e-3), 0.0, 1.0)
 
 
@@ -133,17 +167,10 @@ def ir_saliency(ir: Tensor) -> Tensor:
     return _full(_saliency(F.avg_pool2d(_pad4(ir), 2)), 2, ir)
 
 
-def information_prior(ir: Tensor, vi: Tensor, regions: Tensor | None = None,
-                      box_boost: float = 1.0) -> tuple[Tensor, Tensor]:
-    """``(w_d, r)`` ``[B, 1, H, W]``: the information target is ``T = VI + w_d (IR - VI) + r`` (module docstring).
-
-    Two scales, so that the choice between sources of very different brightness never paints blotches: the base
-    of each source (``B``, its 8 x 8-pixel block means brought back bilinearly) is weighted by ``w_b``, the
-    information ratio smoothed over ``BASE_RADIUS`` blocks (68 px), and the detail (``IR - B_ir``, ``VI - B_vi``) by
-    ``w_d``, the ratio smoothed over ``INFO_RADIUS`` blocks (20 px); salient IR regions take the IR at both scales.
-    ``T = w_b B_ir + (1 - w_b) B_vi + w_d (IR - B_ir) + (1 - w_d) (VI - B_vi)``, i.e. ``r = (w_b - w_d)(B_ir - B_vi)``.
-    ``regions``: ``[B, 2, H, W]`` entity-box masks in [0, 1] (channel 0 boxes found in IR, 1 in visible) or None.
-    """
+def information_prior_half(ir: Tensor, vi: Tensor, regions: Tensor | None = None,
+                           box_boost: float = 1.0) -> tuple[Tensor, Tensor]:
+    """``(logit of w_d, r)`` at half resolution ``[B, 1, H'/2, W'/2]`` (``H', W'``: H, W padded to multiples of 4);
+    :func:`information_prior` brings them to full size. ``w_d`` is clamped to [PRIOR_EPS, 1 - PRIOR_EPS]."""
     b_ir, b_vi = _Blocks(_pad4(ir)), _Blocks(_pad4(vi))
     i_ir, i_vi = b_ir.information(), b_vi.information() * b_vi.visibility()
     if regions is not None:
@@ -152,12 +179,29 @@ def information_prior(ir: Tensor, vi: Tensor, regions: Tensor | None = None,
         i_vi = i_vi * (1.0 + box_boost * r[:, 1:2])
     a, b = i_ir ** INFO_POWER, i_vi ** INFO_POWER
     ratio = a / (a + b)
-    sal = _full(_saliency(b_ir.half), 2, ir)
-    w_d = _full(box_mean(ratio, INFO_RADIUS), INFO_STRIDE, ir)
-    w_b = _full(box_mean(ratio, BASE_RADIUS), INFO_STRIDE, ir)
-    w_d, w_b = w_d + sal * (1.0 - w_d), w_b + sal * (1.0 - w_b)
-    base_diff = _full(b_ir.m1 - b_vi.m1, INFO_STRIDE, ir)
-    return w_d, (w_b - w_d) * base_diff
+    w_d = box_mean(ratio, INFO_RADIUS)
+    q = (box_mean(ratio, BASE_RADIUS) - w_d) * (b_ir.m1 - b_vi.m1)  # (w_b - w_d)(B_ir - B_vi), at 1/4
+    sal = _saliency(b_ir.half)  # combined with the saliency at half resolution
+    w_d, q = up2(w_d), up2(q)
+    w_d = torch.clamp(w_d + sal * (1.0 - w_d), PRIOR_EPS, 1.0 - PRIOR_EPS)
+    return torch.log(w_d) - torch.log1p(-w_d), q * (1.0 - sal)
+
+
+def information_prior(ir: Tensor, vi: Tensor, regions: Tensor | None = None,
+                      box_boost: float = 1.0) -> tuple[Tensor, Tensor]:
+    """``(w_d, r)`` ``[B, 1, H, W]``: the information target is ``T = VI + w_d (IR - VI) + r`` (module docstring).
+
+    Two scales, so that the choice between sources of very different brightness never paints blotches: the base
+    of each source (``B``, its 8 x 8-pixel block means) is weighted by ``w_b``, the information ratio smoothed over
+    ``BASE_RADIUS`` blocks (68 px), and the detail (``IR - B_ir``, ``VI - B_vi``) by ``w_d``, the ratio smoothed over
+    ``INFO_RADIUS`` blocks (20 px); salient IR regions take the IR at both scales.
+    ``T = w_b B_ir + (1 - w_b) B_vi + w_d (IR - B_ir) + (1 - w_d) (VI - B_vi)``, i.e. ``r = (w_b - w_d)(B_ir - B_vi)``
+    (computed at 1/4 resolution and brought up bilinearly; ``w_d`` comes to full size as a logit, so the rt decoder,
+    which adds the logit to its own, reproduces it exactly).
+    ``regions``: ``[B, 2, H, W]`` entity-box masks in [0, 1] (channel 0 boxes found in IR, 1 in visible) or None.
+    """
+    logit, r = information_prior_half(ir, vi, regions, box_boost)
+    return torch.sigmoid(_full(logit, 2, ir)), _full(r, 2, ir)
 
 
 def information_target(ir: Tensor, vi: Tensor, regions: Tensor | None = None,

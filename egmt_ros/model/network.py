@@ -34,6 +34,12 @@ Design decisions the paper leaves open (documented here, tested in test/test_mod
   and two detail gains, and ``F = clamp(s*ir + (1-s)*vi + r + g_ir*hp(ir) + g_vi*hp(vi), 0, 1)``, ``s = sigmoid(w)``.
   The full-resolution path is the sources themselves (the strong skip that keeps edges); its last conv starts at
   zero, so an untrained rt model is the pixel average and training learns where to deviate from it.
+  With ``info_prior`` (rt_config's default) the weight and the residual start from the information prior of
+  :mod:`egmt_ros.model.information` (``s = sigmoid(w + logit(w_d))``, residual ``r + r_0``): an untrained model is
+  the information target, and training learns the corrections (entities, what the hand-made measure misses).
+  With ``shift_windows`` (rt_config's default) the token attention (Eq. 3) runs on windows shifted by half a
+  window (replicate-padded at the border, not rolled), so the windows of CA and CGHA are bridged: no 64 x 64 px
+  blocks in the output (the previous rt model's artifact).
   Full-resolution window attention (and even 1/4-resolution attention) was measured too slow for 2 CPU cores.
 """
 
@@ -45,7 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from egmt_ros.model.config import EGMTConfig, paper_config
-from egmt_ros.model.information import information_prior
+from egmt_ros.model.information import information_prior_half, up2_phases
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -85,10 +91,6 @@ def window_reverse(t: Tensor, ws: int, b: int, h: int, w: int) -> Tensor:
     c = t.shape[-1]
     x = t.view(b, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(b, h, w, c)
-
-
-#: The information weight is clamped to [PRIOR_EPS, 1 - PRIOR_EPS] before its logit (the prior of the rt decoder).
-PRIOR_EPS = 1e-3
 
 
 def _conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
@@ -323,13 +325,13 @@ class RTDecoder(nn.Module):
         e = self.enc(channels_last(F.pixel_unshuffle(src, 2)))
         u = F.interpolate(self.up(feats), size=e.shape[-2:], mode="bilinear", align_corners=False)
         x = self.blocks(F.leaky_relu(e + u, 0.2))
-        maps = F.pixel_shuffle(self.out(x), 2)  # [B, 4, H, W]
+        out = self.out(x)  # [B, 16, H/2, W/2]: 4 maps x 2 x 2 sub-pixels
+        if self.info_prior:  # start from the information target: its weight logit and residual + learned corrections
+            logit0, r0 = information_prior_half(ir, vi)
+            out = out + torch.cat([up2_phases(logit0), up2_phases(r0), torch.zeros_like(out[:, 8:])], dim=1)
+        maps = F.pixel_shuffle(out, 2)  # [B, 4, H, W]
         hp = highpass(src)
         logit, residual = maps[:, 0:1], maps[:, 1:2]
-        if self.info_prior:  # start from the information target: logit(w_d) and r of the prior + learned corrections
-            w0, r0 = information_prior(ir, vi)
-            w0 = torch.clamp(w0, PRIOR_EPS, 1.0 - PRIOR_EPS)
-            logit, residual = logit + torch.log(w0) - torch.log1p(-w0), residual + r0
         s = torch.sigmoid(logit)
         fused = vi + s * (ir - vi) + residual + (maps[:, 2:4] * hp).sum(dim=1, keepdim=True)
         return torch.clamp(fused, 0.0, 1.0)
