@@ -180,7 +180,8 @@ class TensorRTBackend(FuseBackend):
 
 
 def _make_calibrator(trt, backend: TensorRTBackend, h: int, w: int, cache: Path):
-    """An IInt8EntropyCalibrator2 over ``backend.calib_images`` (default: the TNO42 pairs, resized to w x h)."""
+    """An IInt8EntropyCalibrator2 over ``backend.calib_images`` (default: 32 RoadScene pairs, a training set, resized
+    to w x h; never a test set such as TNO, which the benchmarks score)."""
     import cv2
 
     pairs = backend.calib_images
@@ -189,7 +190,7 @@ def _make_calibrator(trt, backend: TensorRTBackend, h: int, w: int, cache: Path)
         from egmt_ros.paths import data_root
 
         pairs = [(ir, to_gray(vi)) for _, ir, vi in (
-            (s, *load_pair(a, b)) for s, a, b in list_pairs(data_root(must_exist=True) / "tno42")[:32])]
+            (s, *load_pair(a, b)) for s, a, b in list_pairs(data_root(must_exist=True) / "roadscene")[:32])]
     frames = [(cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA), cv2.resize(b, (w, h),
                                                                              interpolation=cv2.INTER_AREA))
               for a, b in pairs]
