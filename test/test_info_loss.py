@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.extreme_images import dot_at, extreme_pairs
 
 from egmt_ros.data import datasets as ds
 from egmt_ros.model import losses as L
@@ -203,3 +204,43 @@ def test_up2_is_bilinear_upsampling() -> None:
         x = torch.rand(2, 1, h, w)
         ref = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
         torch.testing.assert_close(up2(x), ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (2, 3), (7, 9), (33, 45)])
+def test_information_maps_any_size_and_batch(hw: tuple[int, int]) -> None:
+    """Odd sizes are replicate-padded to multiples of 4 and cropped back: every map has the input's shape, is finite
+    and in range; each image of a batch gets what it gets alone (per-image saliency statistics)."""
+    from egmt_ros.model.information import information_prior
+
+    g = torch.Generator().manual_seed(0)
+    ir, vi = torch.rand(3, 1, *hw, generator=g), torch.rand(3, 1, *hw, generator=g)
+    ir[0], vi[2] = 0.2 * ir[0], 0.7 + 0.3 * vi[2]
+    target, w = L.information_target(ir, vi)
+    w_p, r = information_prior(ir, vi)
+    maps = (target, w, w_p, r, L.information_map(ir), L.visible_visibility(vi), L.ir_saliency(ir))
+    for m in maps:
+        assert m.shape == ir.shape and torch.isfinite(m).all()
+    assert 0 <= float(target.min()) and float(target.max()) <= 1 and 0 < float(w.min()) and float(w.max()) < 1
+    assert 0 <= float(maps[-1].min()) and float(maps[-1].max()) <= 1
+    for i in range(3):
+        t_i, w_i = L.information_target(ir[i:i + 1], vi[i:i + 1])
+        torch.testing.assert_close(target[i:i + 1], t_i, rtol=0, atol=1e-6)
+        torch.testing.assert_close(w[i:i + 1], w_i, rtol=0, atol=1e-6)
+
+
+def test_information_target_of_extreme_inputs() -> None:
+    """Flat black, flat white, flat grey, a single bright pixel and IR == VI: finite target and gradients (zero
+    variances under the square roots, clamped weights under the logs), IR == VI gives that image back, a single
+    warm IR pixel on black is kept."""
+    h, w = 24, 40
+    cases = extreme_pairs(h, w)
+    for name, (ir0, vi0) in cases.items():
+        ir, vi = ir0.clone().requires_grad_(), vi0.clone().requires_grad_()
+        target, w_ir = L.information_target(ir, vi)
+        assert torch.isfinite(target).all() and torch.isfinite(w_ir).all(), name
+        (target.sum() + w_ir.sum()).backward()
+        assert torch.isfinite(ir.grad).all() and torch.isfinite(vi.grad).all(), name
+        if torch.equal(ir0, vi0):
+            torch.testing.assert_close(target.detach(), vi0, rtol=0, atol=1e-6)
+    dot, zeros = cases["dot in ir"]
+    assert float(L.information_target(dot, zeros)[0][(..., *dot_at(h, w))]) > 0.9

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.extreme_images import dot_at, extreme_pairs
+
 from egmt_ros.model.config import EGMTConfig, paper_config, rt_config
 from egmt_ros.model.losses import EGMTLoss
 from egmt_ros.model.network import EGMT, reflect_pad_to_multiple
@@ -193,6 +195,113 @@ def test_batch_items_are_independent() -> None:
         batch = m.fuse(ir, vi, ent)
         single = m.fuse(ir[1:2], vi[1:2], ent[1:2])
     torch.testing.assert_close(batch[1:2], single, rtol=0, atol=1e-5)
+
+
+def test_rt_batch_items_with_different_statistics_are_independent() -> None:
+    """The information prior's IR saliency uses per-image statistics: fusing a batch of three images with very
+    different means and contrasts (and entity masks) equals fusing each alone, at a size no block divides."""
+    m = build("rt").eval()
+    assert m.config.info_prior and m.config.shift_windows
+    ir, vi = images(33, 45, b=3)
+    ir[0], ir[2], vi[1] = 0.1 * ir[0], 0.8 + 0.2 * ir[2], 1.0 - vi[1]
+    ir[1, :, 10:20, 10:20] = 1.0  # a warm object in one image only
+    ent = torch.randn(3, 2, D)
+    mask = torch.tensor([[True, True], [True, False], [False, False]])
+    with torch.no_grad():
+        batch = m.fuse(ir, vi, ent, mask)
+        for i in range(3):
+            single = m.fuse(ir[i:i + 1], vi[i:i + 1], ent[i:i + 1], mask[i:i + 1])
+            torch.testing.assert_close(batch[i:i + 1], single, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (2, 3), (7, 9), (33, 45), (481, 641)])
+def test_rt_with_info_prior_and_shifted_windows_fuses_any_size(hw: tuple[int, int]) -> None:
+    """rt_config's information prior and shifted windows: any size, batch 1 and 3, with and without entities."""
+    m = build("rt").eval()
+    for b in (1, 3):
+        ir, vi = images(*hw, b=b)
+        for ent in (None, torch.randn(b, 2, D)):
+            with torch.no_grad():
+                y = m.fuse(ir, vi, ent)
+            assert y.shape == ir.shape and torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
+
+
+def test_shifted_windows_attend_across_the_unshifted_window_borders() -> None:
+    """``shift_windows``: the token attention's windows are offset by half a window. On an 8 x 8 grid with 4 x 4
+    windows, perturbing token (3, 3) changes exactly rows and columns 0..3 unshifted, 2..5 shifted (a window that
+    bridges four unshifted ones); token (0, 0) shifted: rows and columns 0..1 (the replicate-padded corner window)."""
+    from egmt_ros.model.network import ECIMBlock, window_partition, window_reverse
+
+    torch.manual_seed(0)
+    blk = ECIMBlock(small("rt")).eval()
+    x = torch.randn(1, 8, 8, 8)
+
+    def changed(src: tuple[int, int], shift: bool) -> torch.Tensor:
+        def attend(grid: torch.Tensor) -> torch.Tensor:
+            t = window_partition(grid, 4)
+            return window_reverse(blk._shifted(blk.ta_ir, t, 1, 8, 8) if shift else blk.ta_ir(t), 4, 1, 8, 8)
+
+        moved = x.clone()
+        moved[0, src[0], src[1]] += torch.linspace(-1.0, 1.0, 8)  # not a constant: LayerNorm would remove it
+        return (attend(moved) - attend(x))[0].abs().amax(dim=-1) > 1e-6
+
+    def block(r0: int, r1: int) -> torch.Tensor:
+        m = torch.zeros(8, 8, dtype=torch.bool)
+        m[r0:r1, r0:r1] = True
+        return m
+
+    with torch.no_grad():
+        assert torch.equal(changed((3, 3), False), block(0, 4))
+        assert torch.equal(changed((3, 3), True), block(2, 6))
+        assert torch.equal(changed((0, 0), True), block(0, 2))
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_rt_info_prior_with_a_scale_below_its_block_size_runs(scale: int) -> None:
+    """The prior works on 4 x 4-pixel blocks, so an rt model with ``scale`` 1 or 2 pads its input to a multiple of
+    4 (before, sizes that were not failed: prior and decoder maps of different sizes); its untrained output is the
+    information target there too."""
+    from egmt_ros.model.information import information_target
+
+    cfg = rt_config(channels=8, heads=2, window=4, scale=scale, detail_channels=4, text_dim=D, num_classes=3)
+    assert cfg.pad_multiple == 4 and rt_config(scale=scale, info_prior=False).pad_multiple == 2
+    m = EGMT(cfg).eval()
+    for hw in ((6, 6), (7, 9), (1, 1)):
+        ir, vi = images(*hw)
+        with torch.no_grad():
+            y = m.fuse(ir, vi, torch.randn(1, 2, D))
+        assert y.shape == ir.shape and torch.isfinite(y).all()
+    ir, vi = images(12, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(m.fuse(ir, vi), information_target(ir, vi)[0], rtol=0, atol=1e-5)
+
+
+def test_rt_extreme_inputs_give_finite_outputs_and_gradients() -> None:
+    """Flat, saturated and single-pixel inputs (zero variance, clamped weights in the prior's logit): finite output
+    in [0, 1] and finite gradients for the inputs and every parameter, untrained and with a random decoder."""
+    untrained, randomised = EGMT(small("rt")).train(), build("rt").train()
+    for name, (ir0, vi0) in extreme_pairs(24, 40).items():
+        for m in (untrained, randomised):
+            m.zero_grad()
+            ir, vi = ir0.clone().requires_grad_(), vi0.clone().requires_grad_()
+            y = m.fuse(ir, vi, torch.randn(1, 2, D))
+            assert torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1, name
+            (y * torch.linspace(0, 1, y.numel()).view_as(y)).sum().backward()
+            grads = [ir.grad, vi.grad] + [p.grad for p in m.parameters() if p.grad is not None]
+            assert all(torch.isfinite(g).all() for g in grads), name
+
+
+def test_untrained_rt_gives_back_equal_sources_and_keeps_a_warm_dot() -> None:
+    """With IR == VI there is nothing to choose: the untrained prior model returns that image (flat or not); a single
+    warm IR pixel on black survives the fusion."""
+    m = EGMT(small("rt")).eval()
+    pairs = extreme_pairs(24, 40)
+    with torch.no_grad():
+        for name in ("zeros", "ones", "half", "ir == vi"):
+            ir, vi = pairs[name]
+            torch.testing.assert_close(m.fuse(ir, vi), vi, rtol=0, atol=1e-3)
+        dot, zeros = pairs["dot in ir"]
+        assert float(m.fuse(dot, zeros)[(..., *dot_at(24, 40))]) > 0.9
 
 
 @pytest.mark.parametrize("n,multiple", [(5, 8), (1, 4), (2, 7), (3, 3), (6, 16), (13, 8)])

@@ -137,8 +137,12 @@ class EGMTConfig:
     @property
     def pad_multiple(self) -> int:
         """Input H and W are reflection-padded to a multiple of this (the ECIM features are then padded again to a
-        multiple of ``window`` at their own resolution)."""
-        return max(self.scale, 2) if self.variant == "rt" else self.scale
+        multiple of ``window`` at their own resolution). rt: at least 2 (the half-resolution decoder), 4 with
+        ``info_prior`` (its information blocks are 4 x 4 pixels, ``model.information.INFO_STRIDE``; a smaller
+        ``scale`` would give the prior and the decoder different sizes)."""
+        if self.variant != "rt":
+            return self.scale
+        return max(self.scale, 4 if self.info_prior else 2)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
