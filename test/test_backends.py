@@ -175,6 +175,29 @@ def test_openvino_bf16_agrees_with_eager_on_the_shipped_model(pair, tmp_path: Pa
         "bfloat16", "float32", "float16")
 
 
+def test_openvino_bf16_runs_the_rt_decoder_glue_in_float32(ckpt: Path, tmp_path: Path) -> None:
+    """For bf16 the information prior, sub-pixel assembly and blend of the rt decoder are marked to keep float32
+    (OpenVINO's ``precise`` attribute, set through its IR), and where the CPU has bf16 they run so: the prior's box
+    means (Pooling) are all bf16 without the mark, all float32 with it."""
+    import openvino as ov
+
+    from egmt_ros.model.backends.openvino import float32_node, read_model_with_float32_nodes
+
+    path = export_onnx(EGMTFuser.from_checkpoint(ckpt).model, tmp_path / "m.onnx", entities=6, static_hw=(64, 96))
+    core = ov.Core()
+    marked_model, marked = read_model_with_float32_nodes(core, path, float32_node)
+    names = [op.get_friendly_name() for op in marked_model.get_ops()]
+    assert marked == sum(map(float32_node, names)) > 20 and "/recon/Log" in names and float32_node("/recon/Log")
+    assert not float32_node("/recon/blocks/blocks.0/conv1/Conv") and not float32_node("/blocks.0/ta_ir/Add")
+    if "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        pytest.skip("this CPU has no bfloat16: OpenVINO runs float32 anyway")
+    for model, want in ((core.read_model(str(path)), "bf16"), (marked_model, "f32")):
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+        pools = [op.get_rt_info()["runtimePrecision"].astype(str) for op in compiled.get_runtime_model().get_ops()
+                 if op.get_rt_info()["layerType"].astype(str) == "Pooling" and float32_node(op.get_friendly_name())]
+        assert len(pools) > 10 and set(pools) == {want}
+
+
 def test_compile_agrees_with_eager_without_recompiling_for_new_entities(ckpt: Path, pair, eager) -> None:
     fuser = get_method("egmt", model=ckpt, backend="compile")
     _check_parity(fuser, pair, eager, 1e-3)
