@@ -291,6 +291,19 @@ def test_rt_extreme_inputs_give_finite_outputs_and_gradients() -> None:
             assert all(torch.isfinite(g).all() for g in grads), name
 
 
+def test_rt_in_float16_on_extreme_inputs_has_no_nan() -> None:
+    """The rt network in float16 (TensorRT fp16, the torch backend's float16): a black, white or flat frame made the
+    information prior 0 / 0 (NaN everywhere); now finite, in [0, 1], and equal sources come back."""
+    m = build("rt").eval().half()
+    with torch.no_grad():
+        for name, (ir, vi) in extreme_pairs(24, 40).items():
+            y = m.fuse(ir.half(), vi.half(), torch.randn(1, 2, D).half())
+            assert torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1, name
+        flat = torch.full((1, 1, 24, 40), 0.5)
+        untrained = EGMT(small("rt")).eval().half()
+        torch.testing.assert_close(untrained.fuse(flat.half(), flat.half()).float(), flat, rtol=0, atol=1e-3)
+
+
 def test_untrained_rt_gives_back_equal_sources_and_keeps_a_warm_dot() -> None:
     """With IR == VI there is nothing to choose: the untrained prior model returns that image (flat or not); a single
     warm IR pixel on black survives the fusion."""

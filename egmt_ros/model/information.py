@@ -167,6 +167,17 @@ def ir_saliency(ir: Tensor) -> Tensor:
     return _full(_saliency(F.avg_pool2d(_pad4(ir), 2)), 2, ir)
 
 
+def _ir_share(i_ir: Tensor, i_vi: Tensor) -> Tensor:
+    """``I_ir^p / (I_ir^p + I_vi^p)``, ``p = INFO_POWER``. float32 computes it as written (bit for bit what the models
+    were trained with); lower precisions as ``1 / (1 + (I_vi / I_ir)^p)``: in float16 both fourth powers of a flat
+    region's information (~1e-9) underflow to 0, and 0 / 0 made the fused image NaN (a black or saturated frame);
+    the quotient's power overflows at worst, to inf, whose share is 0."""
+    if i_ir.dtype in (torch.float32, torch.float64):
+        a, b = i_ir ** INFO_POWER, i_vi ** INFO_POWER
+        return a / (a + b)
+    return 1.0 / (1.0 + (i_vi / i_ir) ** INFO_POWER)
+
+
 def information_prior_half(ir: Tensor, vi: Tensor, regions: Tensor | None = None,
                            box_boost: float = 1.0) -> tuple[Tensor, Tensor]:
     """``(logit of w_d, r)`` at half resolution ``[B, 1, H'/2, W'/2]`` (``H', W'``: H, W padded to multiples of 4);
@@ -177,8 +188,7 @@ def information_prior_half(ir: Tensor, vi: Tensor, regions: Tensor | None = None
         r = F.avg_pool2d(_pad4(regions), INFO_STRIDE)
         i_ir = i_ir * (1.0 + box_boost * r[:, 0:1])
         i_vi = i_vi * (1.0 + box_boost * r[:, 1:2])
-    a, b = i_ir ** INFO_POWER, i_vi ** INFO_POWER
-    ratio = a / (a + b)
+    ratio = _ir_share(i_ir, i_vi)
     w_d = box_mean(ratio, INFO_RADIUS)
     q = (box_mean(ratio, BASE_RADIUS) - w_d) * (b_ir.m1 - b_vi.m1)  # (w_b - w_d)(B_ir - B_vi), at 1/4
     sal = _saliency(b_ir.half)  # combined with the saliency at half resolution
