@@ -341,6 +341,9 @@ def test_config_round_trip_and_validation() -> None:
         EGMTConfig(variant="fast")
     with pytest.raises(ValueError):
         EGMTConfig.from_dict({**p.to_dict(), "bogus": 1})
+    with pytest.raises(ValueError, match="window must be even"):
+        rt_config(window=5)  # shifted windows by half a window (it failed in window_partition at run time)
+    assert rt_config(window=5, shift_windows=False).window == 5
 
 
 def test_paper_reconstructor_matches_eq7() -> None:

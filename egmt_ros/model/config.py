@@ -107,6 +107,8 @@ class EGMTConfig:
             raise ValueError(f"scale must be a power of 2, got {self.scale}")
         if self.info_prior and self.variant != "rt":
             raise ValueError("info_prior is a part of the rt decoder (variant 'rt')")
+        if self.shift_windows and self.window % 2:
+            raise ValueError(f"shift_windows shifts by half a window: window must be even, got {self.window}")
         if self.variant == "paper" and self.scale != 1:
             raise ValueError("the paper variant runs the ECIM at full resolution (scale 1)")
         if self.class_names and len(self.class_names) != self.num_classes:
