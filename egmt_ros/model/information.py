@@ -53,11 +53,13 @@ PRIOR_EPS = 1e-2
 
 
 def sobel_magnitude(x: Tensor) -> Tensor:
-    """``|d/dx| + |d/dy|`` of the 3 x 3 Sobel filters of ``[B, 1, H, W]`` (replicate padding; same size out)."""
+    """``|d/dx| + |d/dy|`` of the 3 x 3 Sobel filters of every channel of ``[B, C, H, W]`` (replicate padding; same
+    size out; one grouped convolution)."""
+    c = int(x.shape[1])  # a constant of the exported graph: the kernel's shape must be known
     kx = _SOBEL_X.to(x.device, x.dtype)
-    k = torch.stack([kx, kx.t()]).view(2, 1, 3, 3)
-    g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k)
-    return g.abs().sum(dim=1, keepdim=True)
+    k = torch.stack([kx, kx.t()]).view(2, 1, 3, 3).repeat(c, 1, 1, 1)
+    g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=c)
+    return g.abs().view(x.shape[0], c, 2, g.shape[-2], g.shape[-1]).sum(dim=2)
 
 
 def box_mean(x: Tensor, radius: int) -> Tensor:
@@ -70,8 +72,11 @@ def box_mean(x: Tensor, radius: int) -> Tensor:
 
 
 class _Blocks:
-    """The 1/4-resolution statistics of one source (module docstring): half-resolution image ``half``, block mean
-    ``m1``, within-block variance ``v`` and block mean of the half-resolution Sobel magnitude ``g``.
+    """The 1/4-resolution statistics of the channels of ``[B, C, H, W]`` (one source per channel; module docstring):
+    half-resolution image ``half``, block mean ``m1``, within-block variance ``v``, block mean of the half-resolution
+    Sobel magnitude ``g``, and over the ``INFO_RADIUS`` box of blocks the local mean ``mu`` and standard deviation
+    ``sd`` (the mean within-block variance plus the variance of the block means around their local mean).
+    Both sources go through one set of operations as two channels (half the operations of an exported graph).
 
     Variances are means of squared deviations, never ``E[x^2] - E[x]^2``: the difference of two close numbers is
     noise in bfloat16 (OpenVINO's default CPU precision here), a squared deviation is not."""
@@ -83,24 +88,19 @@ class _Blocks:
         d = self.half - _nearest2(self.m1)
         self.v = F.avg_pool2d(d * d, s)
         self.g = F.avg_pool2d(sobel_magnitude(self.half), s)
-
-    def stats(self) -> tuple[Tensor, Tensor]:
-        """(local mean, local standard deviation) over the ``INFO_RADIUS`` box of blocks: the mean within-block
-        variance plus the variance of the block means around their local mean."""
-        mu = box_mean(self.m1, INFO_RADIUS)
-        e = self.m1 - mu
-        return mu, torch.sqrt(box_mean(self.v, INFO_RADIUS) + box_mean(e * e, INFO_RADIUS) + 1e-8)
+        self.mu = box_mean(self.m1, INFO_RADIUS)
+        e = self.m1 - self.mu
+        self.sd = torch.sqrt(box_mean(self.v, INFO_RADIUS) + box_mean(e * e, INFO_RADIUS) + 1e-8)
 
     def information(self) -> Tensor:
-        """Weber information of the source per block (:func:`information_map`)."""
-        mu, sd = self.stats()
-        return (box_mean(self.g, INFO_RADIUS) + sd + INFO_FLOOR) / (mu + WEBER)
+        """Weber information of each channel per block (:func:`information_map`)."""
+        return (box_mean(self.g, INFO_RADIUS) + self.sd + INFO_FLOOR) / (self.mu + WEBER)
 
     def visibility(self) -> Tensor:
-        """Visibility factor per block (:func:`visible_visibility`)."""
-        mu, sd = self.stats()
-        dark = torch.clamp(mu / DARK_LEVEL, 0.1, 1.0)
-        veil = torch.clamp((mu - VEIL_LEVEL) / 0.2, 0.0, 1.0) * torch.clamp(1.0 - sd / VEIL_CONTRAST, 0.0, 1.0)
+        """Visibility factor of each channel per block (:func:`visible_visibility`)."""
+        dark = torch.clamp(self.mu / DARK_LEVEL, 0.1, 1.0)
+        veil = (torch.clamp((self.mu - VEIL_LEVEL) / 0.2, 0.0, 1.0)
+                * torch.clamp(1.0 - self.sd / VEIL_CONTRAST, 0.0, 1.0))
         return dark * (1.0 - 0.7 * veil)
 
 
@@ -114,24 +114,28 @@ _BILINEAR_TAPS = ((0.25, 0.75, 0.0), (0.0, 0.75, 0.25))  # the two output phases
 
 
 def up2_phases(x: Tensor) -> Tensor:
-    """``[B, 1, h, w]`` -> ``[B, 4, h, w]``: the four 2 x 2 sub-pixel phases (``pixel_shuffle`` order) of the x2
-    bilinear upsampling of ``x`` (``align_corners=False``, border values repeated: ``F.interpolate``'s result).
+    """``[B, C, h, w]`` -> ``[B, 4C, h, w]``: per channel the four 2 x 2 sub-pixel phases (``pixel_shuffle`` order,
+    channel ``4c + phase``) of the x2 bilinear upsampling of ``x`` (``align_corners=False``, border values repeated:
+    ``F.interpolate``'s result).
 
-    A replicate pad and one fixed 3 x 3 convolution: several times faster in OpenVINO than its Interpolate, and the
-    rt decoder adds these phases to its own sub-pixel maps before its ``pixel_shuffle`` (no full-size resize)."""
+    A replicate pad and one fixed grouped 3 x 3 convolution: several times faster in OpenVINO than its Interpolate,
+    and the rt decoder adds these phases to its own sub-pixel maps before its ``pixel_shuffle`` (no full-size
+    resize)."""
+    c = int(x.shape[1])  # a constant of the exported graph: the kernel's shape must be known
     taps = torch.tensor(_BILINEAR_TAPS, dtype=x.dtype, device=x.device)
-    k = (taps[:, None, :, None] * taps[None, :, None, :]).reshape(4, 1, 3, 3)
-    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k)
+    k = (taps[:, None, :, None] * taps[None, :, None, :]).reshape(4, 1, 3, 3).repeat(c, 1, 1, 1)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=c)
 
 
 def up2(x: Tensor) -> Tensor:
-    """x2 bilinear upsampling of ``[B, 1, h, w]`` (:func:`up2_phases` + ``pixel_shuffle``)."""
+    """x2 bilinear upsampling of ``[B, C, h, w]`` (:func:`up2_phases` + ``pixel_shuffle``)."""
     return F.pixel_shuffle(up2_phases(x), 2)
 
 
 def _nearest2(x: Tensor) -> Tensor:
-    """x2 nearest-neighbour upsampling of ``[B, 1, h, w]`` (a ``pixel_shuffle`` of four copies)."""
-    return F.pixel_shuffle(x.expand(-1, 4, -1, -1), 2)
+    """x2 nearest-neighbour upsampling of ``[B, C, h, w]`` (a ``pixel_shuffle`` of four copies of each channel)."""
+    b, c, h, w = x.shape[0], int(x.shape[1]), x.shape[2], x.shape[3]
+    return F.pixel_shuffle(x.unsqueeze(2).expand(b, c, 4, h, w).reshape(b, 4 * c, h, w), 2)
 
 
 def _full(x: Tensor, factor: int, like: Tensor) -> Tensor:
@@ -182,19 +186,20 @@ def information_prior_half(ir: Tensor, vi: Tensor, regions: Tensor | None = None
                            box_boost: float = 1.0) -> tuple[Tensor, Tensor]:
     """``(logit of w_d, r)`` at half resolution ``[B, 1, H'/2, W'/2]`` (``H', W'``: H, W padded to multiples of 4);
     :func:`information_prior` brings them to full size. ``w_d`` is clamped to [PRIOR_EPS, 1 - PRIOR_EPS]."""
-    b_ir, b_vi = _Blocks(_pad4(ir)), _Blocks(_pad4(vi))
-    i_ir, i_vi = b_ir.information(), b_vi.information() * b_vi.visibility()
+    both = _Blocks(_pad4(torch.cat([ir, vi], dim=1)))  # channel 0 IR, 1 visible
+    info = both.information()
+    i_ir, i_vi = info[:, 0:1], info[:, 1:2] * both.visibility()[:, 1:2]
     if regions is not None:
         r = F.avg_pool2d(_pad4(regions), INFO_STRIDE)
         i_ir = i_ir * (1.0 + box_boost * r[:, 0:1])
         i_vi = i_vi * (1.0 + box_boost * r[:, 1:2])
     ratio = _ir_share(i_ir, i_vi)
     w_d = box_mean(ratio, INFO_RADIUS)
-    q = (box_mean(ratio, BASE_RADIUS) - w_d) * (b_ir.m1 - b_vi.m1)  # (w_b - w_d)(B_ir - B_vi), at 1/4
-    sal = _saliency(b_ir.half)  # combined with the saliency at half resolution
-    w_d, q = up2(w_d), up2(q)
-    w_d = torch.clamp(w_d + sal * (1.0 - w_d), PRIOR_EPS, 1.0 - PRIOR_EPS)
-    return torch.log(w_d) - torch.log1p(-w_d), q * (1.0 - sal)
+    q = (box_mean(ratio, BASE_RADIUS) - w_d) * (both.m1[:, 0:1] - both.m1[:, 1:2])  # (w_b - w_d)(B_ir - B_vi)
+    sal = _saliency(both.half[:, 0:1])  # combined with the saliency at half resolution
+    up = up2(torch.cat([w_d, q], dim=1))
+    w_d = torch.clamp(up[:, 0:1] + sal * (1.0 - up[:, 0:1]), PRIOR_EPS, 1.0 - PRIOR_EPS)
+    return torch.log(w_d) - torch.log1p(-w_d), up[:, 1:2] * (1.0 - sal)
 
 
 def information_prior(ir: Tensor, vi: Tensor, regions: Tensor | None = None,

@@ -298,6 +298,16 @@ def highpass(x: Tensor) -> Tensor:
     return 4.0 * x - p[..., :-2, 1:-1] - p[..., 2:, 1:-1] - p[..., 1:-1, :-2] - p[..., 1:-1, 2:]
 
 
+class InformationPrior(nn.Module):
+    """The rt decoder's prior (no parameters): the sub-pixel phases ``[B, 8, H/2, W/2]`` (4 of the weight logit, 4 of
+    the residual) of :func:`egmt_ros.model.information.information_prior_half`. A module of its own so that its
+    operations have their own names in an exported graph (``/recon/prior/...``: OpenVINO keeps them in float32)."""
+
+    def forward(self, ir: Tensor, vi: Tensor) -> Tensor:
+        logit0, r0 = information_prior_half(ir, vi)
+        return up2_phases(torch.cat([logit0, r0], dim=1))
+
+
 class RTDecoder(nn.Module):
     """The rt variant's reconstructor: half-resolution conv path guided by the ECIM features, full-resolution output.
 
@@ -312,7 +322,7 @@ class RTDecoder(nn.Module):
     def __init__(self, feat_channels: int, cd: int, blocks: int, scale: int, info_prior: bool = False) -> None:
         super().__init__()
         self.scale = scale
-        self.info_prior = info_prior
+        self.prior = InformationPrior() if info_prior else None  # no parameters: checkpoints are unchanged
         self.enc = _conv(8, cd)                      # on PixelUnshuffle(2)([ir, vi]): 8 channels at H/2
         self.up = nn.Conv2d(feat_channels, cd, 1)    # ECIM features (H/scale) -> cd, then bilinear to H/2
         self.blocks = nn.Sequential(*[ResBlock(cd) for _ in range(blocks)])
@@ -326,14 +336,14 @@ class RTDecoder(nn.Module):
         u = F.interpolate(self.up(feats), size=e.shape[-2:], mode="bilinear", align_corners=False)
         x = self.blocks(F.leaky_relu(e + u, 0.2))
         out = self.out(x)  # [B, 16, H/2, W/2]: 4 maps x 2 x 2 sub-pixels
-        if self.info_prior:  # start from the information target: its weight logit and residual + learned corrections
-            logit0, r0 = information_prior_half(ir, vi)
-            out = out + torch.cat([up2_phases(logit0), up2_phases(r0), torch.zeros_like(out[:, 8:])], dim=1)
-        maps = F.pixel_shuffle(out, 2)  # [B, 4, H, W]
+        if self.prior is not None:  # the information target's weight logit and residual + the learned corrections
+            out = torch.cat([out[:, :8] + self.prior(ir, vi), out[:, 8:]], dim=1)
+        # each map brought to full resolution on its own (no full-resolution channel split; same values)
+        logit, residual = F.pixel_shuffle(out[:, 0:4], 2), F.pixel_shuffle(out[:, 4:8], 2)
+        gains = F.pixel_shuffle(out[:, 8:16], 2)  # [B, 2, H, W]
         hp = highpass(src)
-        logit, residual = maps[:, 0:1], maps[:, 1:2]
         s = torch.sigmoid(logit)
-        fused = vi + s * (ir - vi) + residual + (maps[:, 2:4] * hp).sum(dim=1, keepdim=True)
+        fused = vi + s * (ir - vi) + residual + (gains * hp).sum(dim=1, keepdim=True)
         return torch.clamp(fused, 0.0, 1.0)
 
 

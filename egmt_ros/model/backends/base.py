@@ -30,9 +30,27 @@ def default_cache_dir() -> Path:
     return Path(base).expanduser() / "egmt_ros"
 
 
-def model_hash(model: EGMT) -> str:
-    """SHA-256 (hex) of the model's config and weights: equal weights give equal cache keys, whatever the file."""
+#: The modules whose code defines an exported graph: their source is part of every cache key, so an upgrade that
+#: changes the graph (a new operation, a rewritten prior) never reuses an export made by older code.
+GRAPH_MODULES = ("egmt_ros.model.network", "egmt_ros.model.information", "egmt_ros.model.config",
+                 "egmt_ros.model.export")
+
+
+def graph_code_hash() -> str:
+    """SHA-256 (hex) of the source files of :data:`GRAPH_MODULES`."""
+    import importlib
+
     h = hashlib.sha256()
+    for name in GRAPH_MODULES:
+        h.update(Path(importlib.import_module(name).__file__ or name).read_bytes())
+    return h.hexdigest()
+
+
+def model_hash(model: EGMT) -> str:
+    """SHA-256 (hex) of the model's config and weights and of the graph code (:func:`graph_code_hash`): equal
+    weights under equal code give equal cache keys, whatever the file."""
+    h = hashlib.sha256()
+    h.update(graph_code_hash().encode())
     h.update(json.dumps(model.config.to_dict(), sort_keys=True).encode())
     for k, v in model.state_dict().items():
         t = v.detach().to("cpu").contiguous()
