@@ -25,11 +25,11 @@ D = 16
 ENTITIES = ["person", "car", "tree"]
 
 
-def tiny_rt(seed: int = 0) -> EGMT:
+def tiny_rt(seed: int = 0, **overrides) -> EGMT:
     """A small random rt model whose output depends on every part (decoder's last conv randomised)."""
     torch.manual_seed(seed)
     m = EGMT(rt_config(channels=8, heads=2, window=4, scale=4, detail_channels=4, text_dim=D, num_classes=3,
-                       max_entities=6, text_encoder="hash-16", class_names=["person", "car", "tree"]))
+                       max_entities=6, text_encoder="hash-16", class_names=["person", "car", "tree"], **overrides))
     torch.nn.init.normal_(m.recon.out.weight, std=0.1)
     torch.nn.init.normal_(m.recon.out.bias, std=0.05)
     return m.eval()

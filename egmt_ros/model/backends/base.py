@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from egmt_ros.model import config, export, information, network
 from egmt_ros.model.network import EGMT
 
 ENTITY_POLICIES = ("dynamic", "fixed")
@@ -32,17 +33,14 @@ def default_cache_dir() -> Path:
 
 #: The modules whose code defines an exported graph: their source is part of every cache key, so an upgrade that
 #: changes the graph (a new operation, a rewritten prior) never reuses an export made by older code.
-GRAPH_MODULES = ("egmt_ros.model.network", "egmt_ros.model.information", "egmt_ros.model.config",
-                 "egmt_ros.model.export")
+GRAPH_MODULES = (network, information, config, export)
 
 
 def graph_code_hash() -> str:
     """SHA-256 (hex) of the source files of :data:`GRAPH_MODULES`."""
-    import importlib
-
     h = hashlib.sha256()
-    for name in GRAPH_MODULES:
-        h.update(Path(importlib.import_module(name).__file__ or name).read_bytes())
+    for module in GRAPH_MODULES:
+        h.update(Path(module.__file__ or "").read_bytes())
     return h.hexdigest()
 
 
