@@ -18,11 +18,10 @@ instead of running its reference VariadicSplit on the full-resolution one (rt de
 
 In ``bf16`` the rt decoder's information prior (:func:`float32_node`: the parameter-free ``InformationPrior`` of
 ``info_prior`` models) runs in float32 (:func:`read_model_with_float32_nodes`): its weight is a ratio of fourth
-powers of local statistics and its logit is taken near 0 and 1, where bfloat16's 8-bit mantissa costs up to 0.4 in
-the logit. Measured on a snapshot of the info-prior rt model in training (threads 2, fp32 eager as reference): TNO
-crop 97 x 131 max abs diff 1.75e-2 -> 4.8e-3, four RoadScene pairs at 640 x 480 2.4e-2 -> 1.2e-2 (worst pair).
-Marking the whole decoder tail (sub-pixel assembly and full-resolution blend) as well cost 3.9 ms per 640 x 480
-frame (39.4 vs 35.6 ms, 1 thread), so only the prior is marked.
+powers of local statistics and its logit is taken near 0 and 1, where bfloat16's 8-bit mantissa costs up to 0.4 in the logit. Measured on the shipped
+egmt_rt (fp32 eager as reference, 1 thread): the TNO crop 97 x 131 of the tests 5.0e-3 (1.75e-2 without the mark, on a
+training snapshot); 12 whole TNO42 images max 5e-3 - 3.2e-2 (without the mark up to 5.5e-2). Marking the decoder's
+tail as well changed none of those maxima; the mark costs 3.3 ms at 640 x 480 (39.0 vs 35.7 ms).
 """
 
 from __future__ import annotations
