@@ -162,6 +162,15 @@ def test_sim_time_reset_keeps_fusing(spawn, client) -> None:
     assert "clock jumped" in client.diagnostics("fusion")[-1][2]["last_sync_reset"]
 
 
+def test_diagnostics_keep_coming_while_the_sim_clock_stands_still(spawn, client) -> None:
+    """use_sim_time with no /clock (a paused or not yet started bag): ROS time stands still, the status must not
+    (the timer was on ROS time: 1 status in 2 s, then none)."""
+    start_fusion_node(spawn, "use_sim_time:=true")
+    client.wait_for_subscribers()
+    n0 = len(client.diagnostics("fusion"))
+    client.wait_until(lambda: len(client.diagnostics("fusion")) >= n0 + 4, 30, "4 statuses with the sim clock stopped")
+
+
 def test_bag_looped_with_sim_time_keeps_fusing(spawn, client, tmp_path) -> None:
     """The issue's case with the real player: ``play --loop --clock`` into fusion_node with use_sim_time (it fused
     35, 5, 1, 1, 1, 0 per pass): every pass after the first fuses >= 90 % as many pairs as the first."""

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import rclpy
+from rclpy.clock import Clock, ClockType
 
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -319,7 +320,10 @@ class EgmtNode(Node):
         """Start the diagnostics timer and the worker (call at the end of the subclass constructor)."""
         # registered last, so rclpy asks it first: a change it rejects never reaches the node's own callback
         self.add_on_set_parameters_callback(lambda params: checked_parameters(params, self.defaults))
-        self.create_timer(param(self, "diagnostics_period"), self.publish_diagnostics)
+        # on the steady clock: under use_sim_time a paused or not yet started bag stops ROS time, and the status must
+        # still come (a stalled graph is exactly when it is needed)
+        self.create_timer(param(self, "diagnostics_period"), self.publish_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._running = True
         self.worker = threading.Thread(target=self._loop, name=f"egmt_{self.get_name()}_worker", daemon=True)
         self.worker.start()
