@@ -182,11 +182,12 @@ def _ir_share(i_ir: Tensor, i_vi: Tensor) -> Tensor:
     return 1.0 / (1.0 + (i_vi / i_ir) ** INFO_POWER)
 
 
-def information_prior_half(ir: Tensor, vi: Tensor, regions: Tensor | None = None,
+def information_prior_half(src: Tensor, regions: Tensor | None = None,
                            box_boost: float = 1.0) -> tuple[Tensor, Tensor]:
-    """``(logit of w_d, r)`` at half resolution ``[B, 1, H'/2, W'/2]`` (``H', W'``: H, W padded to multiples of 4);
+    """``(logit of w_d, r)`` at half resolution ``[B, 1, H'/2, W'/2]`` (``H', W'``: H, W padded to multiples of 4) of
+    the sources stacked as ``src = [B, 2, H, W]`` (channel 0 IR, 1 visible, as the rt decoder holds them);
     :func:`information_prior` brings them to full size. ``w_d`` is clamped to [PRIOR_EPS, 1 - PRIOR_EPS]."""
-    both = _Blocks(_pad4(torch.cat([ir, vi], dim=1)))  # channel 0 IR, 1 visible
+    both = _Blocks(_pad4(src))
     info = both.information()
     i_ir, i_vi = info[:, 0:1], info[:, 1:2] * both.visibility()[:, 1:2]
     if regions is not None:
@@ -215,7 +216,7 @@ def information_prior(ir: Tensor, vi: Tensor, regions: Tensor | None = None,
     which adds the logit to its own, reproduces it exactly).
     ``regions``: ``[B, 2, H, W]`` entity-box masks in [0, 1] (channel 0 boxes found in IR, 1 in visible) or None.
     """
-    logit, r = information_prior_half(ir, vi, regions, box_boost)
+    logit, r = information_prior_half(torch.cat([ir, vi], dim=1), regions, box_boost)
     return torch.sigmoid(_full(logit, 2, ir)), _full(r, 2, ir)
 
 

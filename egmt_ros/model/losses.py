@@ -20,13 +20,13 @@ Fusion loss (Eq. 11-14), on images in [0, 1]:
 - ``L_fus = a1 L_int + a2 L_edge + a3 L_ssim``, ``(a1, a2, a3) = (1, 15, 5)`` (Eq. 11)
 
 Information-aware fusion loss (``config.objective == "info"``; egmt_ros's deviation from Eq. 12-14, the why is in
-docs/model.md "Objective"). The intensity target and the IR share ``w'`` come from the local information of each
-source (:mod:`egmt_ros.model.information`: Weber contrast, visibility of the visible image, IR saliency, entity
-boxes). With ``R = 1 + region_weight * (inside any entity box)``:
+docs/model.md "Objective"). The intensity target ``T`` and the IR share of its detail ``w_d`` come from the local
+information of each source (:mod:`egmt_ros.model.information`: Weber contrast, visibility of the visible image, IR
+saliency, entity boxes, two scales). With ``R = 1 + region_weight * (inside any entity box)``:
 
-- ``L_int = mean R |F - T|``, ``T = w' IR + (1 - w') VI``, ``w' = w + sal (1 - w)`` (:func:`information_target`)
+- ``L_int = mean R |F - T|`` (:func:`information_target`)
 - ``L_grad = mean R | |sobel F| - max(|sobel IR|, |sobel VI|) |`` (structure from whichever source has it)
-- ``L_ssim = mean over the valid SSIM map of  w' (1 - SSIM(F, IR)) + (1 - w') (1 - SSIM(F, VI))``
+- ``L_ssim = mean over the valid SSIM map of  w_d (1 - SSIM(F, IR)) + (1 - w_d) (1 - SSIM(F, VI))``
 - ``L_fus = a1 L_int + a2 L_grad + a3 L_ssim``
 
 Either objective adds ``det_weight * L_det`` (:mod:`egmt_ros.model.detection_loss`) when ``config.det_weight`` > 0
@@ -53,6 +53,8 @@ from egmt_ros.model.information import (box_mean, information_map, information_t
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 #: Objectives of :class:`EGMTLoss`: ``paper`` (Eq. 12-14) and ``info`` (information-aware, see the docstring).
 OBJECTIVES = ("paper", "info")
+
+
 def laplacian(x: Tensor) -> Tensor:
     """4-neighbour Laplacian of ``[B, 1, H, W]`` with replicate padding (same size out)."""
     k = _LAPLACIAN.to(x.device, x.dtype).view(1, 1, 3, 3)

@@ -303,8 +303,9 @@ class InformationPrior(nn.Module):
     the residual) of :func:`egmt_ros.model.information.information_prior_half`. A module of its own so that its
     operations have their own names in an exported graph (``/recon/prior/...``: OpenVINO keeps them in float32)."""
 
-    def forward(self, ir: Tensor, vi: Tensor) -> Tensor:
-        logit0, r0 = information_prior_half(ir, vi)
+    def forward(self, src: Tensor) -> Tensor:
+        """``src``: the sources stacked ``[B, 2, H, W]`` (IR, visible)."""
+        logit0, r0 = information_prior_half(src)
         return up2_phases(torch.cat([logit0, r0], dim=1))
 
 
@@ -337,7 +338,7 @@ class RTDecoder(nn.Module):
         x = self.blocks(F.leaky_relu(e + u, 0.2))
         out = self.out(x)  # [B, 16, H/2, W/2]: 4 maps x 2 x 2 sub-pixels
         if self.prior is not None:  # the information target's weight logit and residual + the learned corrections
-            out = torch.cat([out[:, :8] + self.prior(ir, vi), out[:, 8:]], dim=1)
+            out = torch.cat([out[:, :8] + self.prior(src), out[:, 8:]], dim=1)
         # each map brought to full resolution on its own (no full-resolution channel split; same values)
         logit, residual = F.pixel_shuffle(out[:, 0:4], 2), F.pixel_shuffle(out[:, 4:8], 2)
         gains = F.pixel_shuffle(out[:, 8:16], 2)  # [B, 2, H, W]
