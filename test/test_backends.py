@@ -188,6 +188,7 @@ def test_openvino_bf16_runs_the_rt_decoder_glue_in_float32(ckpt: Path, tmp_path:
     marked_model, marked = read_model_with_float32_nodes(core, path, float32_node)
     names = [op.get_friendly_name() for op in marked_model.get_ops()]
     assert marked == sum(map(float32_node, names)) > 20 and "/recon/prior/Log" in names
+    assert any(n.startswith("/recon/phases/") for n in names) and float32_node("/recon/phases/Concat")
     assert float32_node("/recon/prior/Log") and not float32_node("/recon/Sigmoid")
     assert not float32_node("/recon/blocks/blocks.0/conv1/Conv") and not float32_node("/blocks.0/ta_ir/Add")
     if "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):

@@ -206,6 +206,18 @@ def test_up2_is_bilinear_upsampling() -> None:
         torch.testing.assert_close(up2(x), ref, rtol=0, atol=1e-6)
 
 
+def test_prior_from_the_decoders_phases_equals_the_prior_from_the_images() -> None:
+    """The rt decoder hands the prior the 2 x 2 phases it already has (pixel_unshuffle); the prior's half-resolution
+    image is then their mean: the same prior as from the images (to float rounding), one full-size read less."""
+    from egmt_ros.model.information import half_from_phases, information_prior_half
+
+    src = torch.rand(2, 2, 24, 36, generator=torch.Generator().manual_seed(1))
+    phases = torch.nn.functional.pixel_unshuffle(src, 2)
+    torch.testing.assert_close(half_from_phases(phases), torch.nn.functional.avg_pool2d(src, 2), rtol=0, atol=1e-7)
+    for a, b in zip(information_prior_half(src, phases=phases), information_prior_half(src)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("hw", [(1, 1), (2, 3), (7, 9), (33, 45)])
 def test_information_maps_any_size_and_batch(hw: tuple[int, int]) -> None:
     """Odd sizes are replicate-padded to multiples of 4 and cropped back: every map has the input's shape, is finite

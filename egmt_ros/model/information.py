@@ -81,9 +81,9 @@ class _Blocks:
     Variances are means of squared deviations, never ``E[x^2] - E[x]^2``: the difference of two close numbers is
     noise in bfloat16 (OpenVINO's default CPU precision here), a squared deviation is not."""
 
-    def __init__(self, x: Tensor) -> None:
+    def __init__(self, x: Tensor, half: Tensor | None = None) -> None:
         s = INFO_STRIDE // 2  # 2: _nearest2 below
-        self.half = F.avg_pool2d(x, 2)
+        self.half = F.avg_pool2d(x, 2) if half is None else half
         self.m1 = F.avg_pool2d(self.half, s)
         d = self.half - _nearest2(self.m1)
         self.v = F.avg_pool2d(d * d, s)
@@ -182,12 +182,21 @@ def _ir_share(i_ir: Tensor, i_vi: Tensor) -> Tensor:
     return 1.0 / (1.0 + (i_vi / i_ir) ** INFO_POWER)
 
 
-def information_prior_half(src: Tensor, regions: Tensor | None = None,
-                           box_boost: float = 1.0) -> tuple[Tensor, Tensor]:
+def half_from_phases(phases: Tensor) -> Tensor:
+    """The 2 x 2 averages ``[B, C, H/2, W/2]`` of ``F.pixel_unshuffle(x, 2)`` = ``[B, 4C, H/2, W/2]`` (each channel's
+    four phases averaged: ``F.avg_pool2d(x, 2)`` without reading the full-size image again)."""
+    b, c4, h, w = phases.shape[0], int(phases.shape[1]), phases.shape[2], phases.shape[3]
+    return phases.reshape(b, c4 // 4, 4, h, w).mean(dim=2)
+
+
+def information_prior_half(src: Tensor, regions: Tensor | None = None, box_boost: float = 1.0,
+                           phases: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``(logit of w_d, r)`` at half resolution ``[B, 1, H'/2, W'/2]`` (``H', W'``: H, W padded to multiples of 4) of
     the sources stacked as ``src = [B, 2, H, W]`` (channel 0 IR, 1 visible, as the rt decoder holds them);
-    :func:`information_prior` brings them to full size. ``w_d`` is clamped to [PRIOR_EPS, 1 - PRIOR_EPS]."""
-    both = _Blocks(_pad4(src))
+    :func:`information_prior` brings them to full size. ``w_d`` is clamped to [PRIOR_EPS, 1 - PRIOR_EPS].
+    ``phases``: ``F.pixel_unshuffle(src, 2)`` where the caller has it already (H, W multiples of 4): the half-resolution
+    image is then its 2 x 2 averages (:func:`half_from_phases`)."""
+    both = _Blocks(_pad4(src), None if phases is None else half_from_phases(phases))
     info = both.information()
     i_ir, i_vi = info[:, 0:1], info[:, 1:2] * both.visibility()[:, 1:2]
     if regions is not None:

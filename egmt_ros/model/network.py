@@ -303,10 +303,21 @@ class InformationPrior(nn.Module):
     the residual) of :func:`egmt_ros.model.information.information_prior_half`. A module of its own so that its
     operations have their own names in an exported graph (``/recon/prior/...``: OpenVINO keeps them in float32)."""
 
-    def forward(self, src: Tensor) -> Tensor:
-        """``src``: the sources stacked ``[B, 2, H, W]`` (IR, visible)."""
-        logit0, r0 = information_prior_half(src)
+    def forward(self, src: Tensor, phases: Tensor) -> Tensor:
+        """``src``: the sources stacked ``[B, 2, H, W]`` (IR, visible), ``phases`` = ``F.pixel_unshuffle(src, 2)``."""
+        logit0, r0 = information_prior_half(src, phases=phases)
         return up2_phases(torch.cat([logit0, r0], dim=1))
+
+
+class SourcePhases(nn.Module):
+    """The sources stacked ``[B, 2, H, W]`` (IR, visible) and their 2 x 2 sub-pixel phases ``[B, 8, H/2, W/2]``
+    (``pixel_unshuffle``), which the decoder's first conv and the information prior share. A module of its own so
+    that its exported operations are named ``/recon/phases/...``: OpenVINO keeps them, like the prior, in float32
+    (bfloat16 would round the prior's input images)."""
+
+    def forward(self, ir: Tensor, vi: Tensor) -> tuple[Tensor, Tensor]:
+        src = torch.cat([ir, vi], dim=1)  # H and W even
+        return src, F.pixel_unshuffle(src, 2)
 
 
 class RTDecoder(nn.Module):
@@ -323,6 +334,7 @@ class RTDecoder(nn.Module):
     def __init__(self, feat_channels: int, cd: int, blocks: int, scale: int, info_prior: bool = False) -> None:
         super().__init__()
         self.scale = scale
+        self.phases = SourcePhases()
         self.prior = InformationPrior() if info_prior else None  # no parameters: checkpoints are unchanged
         self.enc = _conv(8, cd)                      # on PixelUnshuffle(2)([ir, vi]): 8 channels at H/2
         self.up = nn.Conv2d(feat_channels, cd, 1)    # ECIM features (H/scale) -> cd, then bilinear to H/2
@@ -332,13 +344,13 @@ class RTDecoder(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, ir: Tensor, vi: Tensor, feats: Tensor) -> Tensor:
-        src = torch.cat([ir, vi], dim=1)  # [B, 2, H, W], H and W even
-        e = self.enc(channels_last(F.pixel_unshuffle(src, 2)))
+        src, phases = self.phases(ir, vi)  # [B, 2, H, W], [B, 8, H/2, W/2]
+        e = self.enc(channels_last(phases))
         u = F.interpolate(self.up(feats), size=e.shape[-2:], mode="bilinear", align_corners=False)
         x = self.blocks(F.leaky_relu(e + u, 0.2))
         out = self.out(x)  # [B, 16, H/2, W/2]: 4 maps x 2 x 2 sub-pixels
         if self.prior is not None:  # the information target's weight logit and residual + the learned corrections
-            out = torch.cat([out[:, :8] + self.prior(src), out[:, 8:]], dim=1)
+            out = torch.cat([out[:, :8] + self.prior(src, phases), out[:, 8:]], dim=1)
         # each map brought to full resolution on its own (no full-resolution channel split; same values)
         logit, residual = F.pixel_shuffle(out[:, 0:4], 2), F.pixel_shuffle(out[:, 4:8], 2)
         gains = F.pixel_shuffle(out[:, 8:16], 2)  # [B, 2, H, W]

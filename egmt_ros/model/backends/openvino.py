@@ -118,9 +118,9 @@ def optimise_onnx(src: Path, dst: Path) -> int:
 
 
 def float32_node(name: str) -> bool:
-    """Whether an exported node runs in float32 under ``bf16``: the rt decoder's information prior (ONNX names
-    ``/recon/prior/<op>``; module docstring)."""
-    return re.fullmatch(r"/recon/prior/[^/]+", name) is not None
+    """Whether an exported node runs in float32 under ``bf16``: the rt decoder's information prior and the source
+    phases it reads (ONNX names ``/recon/prior/<op>``, ``/recon/phases/<op>``; module docstring)."""
+    return re.fullmatch(r"/recon/(prior|phases)/[^/]+", name) is not None
 
 
 _LAYER_TAG = re.compile(r'<layer [^>]*\bname="([^"]*)"[^>]*(?<!/)>')
