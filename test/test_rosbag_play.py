@@ -123,6 +123,40 @@ def test_play_640x512_at_3x(ros_domain: RosDomain, spawn, ros_node, tmp_path: Pa
         assert 0.25 < span < 0.8, span  # 29 periods of 1/30 s at 3x = 0.32 s
 
 
+def test_play_waits_for_every_subscription_that_can_match(ros_domain: RosDomain, process_tracker, spawn, ros_node,
+                                                          tmp_path: Path) -> None:
+    """``--wait-for TOPIC:egmt_bag_recorder``: the recorder subscribes only once it sees the player's publishers, and
+    the player then waits until it is matched with the recorder as well as with the subscriber that was there first
+    (it played once any one was matched), and at the end lingers before it leaves (the recorder dropped the last
+    best-effort frame, not yet taken, when the player left: 1 of 12 runs), so the recorder gets every message; a
+    reliable subscription, which a best-effort player can never match, is not waited for (no 'playing anyway')."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    write_pairs(tmp_path / "pairs", 10, (32, 24))
+    bag = tmp_path / "bag"
+    make_bag(bag, pairs=tmp_path / "pairs", rate=30.0, start_time=START, progress=False)
+    topics = ["/thermal/image_raw", "/rgb/image_raw"]
+    for topic in topics:  # matched by DDS without spinning; nothing is read from them
+        ros_node.create_subscription(Image, topic, lambda _m: None, qos_profile_sensor_data)
+        ros_node.create_subscription(Image, topic, lambda _m: None,
+                                     QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+    rec = tmp_path / "rec"
+    recorder = spawn([sys.executable, "-m", "rosbag_tools.record", "--topics", *topics, "--out", str(rec),
+                      "--no-progress"], name="record")
+    wait_for = [a for t in topics for a in ("--wait-for", f"{t}:egmt_bag_recorder")]
+    player = spawn([sys.executable, "-m", "rosbag_tools.play", str(bag), "--qos", "sensor",
+                    "--wait-for-subscribers", "60", *wait_for, "--no-progress"], name="play")
+    assert wait_exit(player, 120) == 0, describe_processes()
+    assert "playing anyway" not in process_tracker.output(player), describe_processes()
+    time.sleep(0.5)
+    recorder.send_signal(signal.SIGINT)
+    assert wait_exit(recorder, 30) == 0, describe_processes()
+    src, got = by_topic(bag), by_topic(rec)
+    for topic in topics:
+        assert [raw for _, raw in got[topic]] == [raw for _, raw in src[topic]], describe_processes()
+
+
 def test_play_loop_clock_and_sigint(ros_domain: RosDomain, process_tracker, spawn, ros_node, tmp_path: Path) -> None:
     write_pairs(tmp_path / "pairs", 20, (32, 24))
     bag = tmp_path / "bag"

@@ -44,9 +44,11 @@ OUTPUT_TOPICS = ["/egmt/fused", "/egmt/detections", "/egmt/entities", "/diagnost
                  "/rgb/image_raw"]
 
 #: What the player waits for (``rosbag_tools.play --wait-for``): each node's subscriptions, made once its model is
-#: loaded.
+#: loaded, and the recorder's camera subscriptions, made once it sees the player's publishers (the player then waits
+#: until it is matched with all of them, so the recorder gets the first frame too).
 PLAY_WAIT_FOR = [a for t in ("/thermal/image_raw:fusion_node", "/rgb/image_raw:fusion_node",
-                             "/egmt/fused:detection_node") for a in ("--wait-for", t)]
+                             "/egmt/fused:detection_node", "/thermal/image_raw:egmt_bag_recorder",
+                             "/rgb/image_raw:egmt_bag_recorder") for a in ("--wait-for", t)]
 
 
 def resolve_sample(sample: str | None) -> dict:
