@@ -1,5 +1,13 @@
-"""A 60 s run with the cameras at twice the rate the node can fuse: the node's RSS stays within 10 % of its value
-after warm-up (bounded queues, newest pair wins, no leak per frame)."""
+"""A 60 s run with the cameras at twice the rate the node can fuse: the node's peak RSS stays within 10 % of its peak
+during warm-up (bounded queues, newest pair wins, no leak per frame).
+
+The node's RSS is not one number in steady state: each fused 640x480 pair allocates ~32 MB of temporaries (gff in
+float32; tracemalloc of one ``FusionEngine.fuse_pair``) and frees them, and glibc hands that memory back to the
+kernel or keeps it depending on the moment, so RSS read at one instant swings by ~13 % (RssAnon only; RssFile and
+RssShmem stay constant). One sample as the baseline could land in a trough (in CI: 215 MB, then every 10 s sample
+231-243 MB, flat). So RSS is read at every published pair and each stretch of time is summarised by its peak: the
+warm-up's peak is the baseline. A node that keeps each fused pair grows by ~1 GB in the 60 s and fails at once.
+"""
 
 from __future__ import annotations
 
@@ -29,27 +37,26 @@ def test_rss_flat_over_60s_at_twice_the_fusion_rate(spawn, ros_node, data_root) 
     try:
         c.wait_for_subscribers()
 
-        def run(seconds: float, hz: float) -> None:
-            end = time.monotonic() + seconds
+        def run(seconds: float, hz: float) -> int:
+            """Publish pairs at ``hz`` for ``seconds``; the peak RSS (KiB) of the node meanwhile."""
+            end, peak = time.monotonic() + seconds, 0
             while time.monotonic() < end:
                 t = c.now()
                 c.publish_thermal(thermal, "mono8", t)
                 c.publish_rgb(bgr, "bgr8", t)
+                peak = max(peak, rss_kib(node.pid))
                 time.sleep(1.0 / hz)
+            return peak
 
         run(4.0, 10.0)  # measure the node's fusion time first
         d = c.diagnostics("fusion")[-1][2]
         fuse_ms = max(float(d["total_ms_p50"]), 5.0)
         hz = min(30.0, 2.0 * 1000.0 / fuse_ms)  # cameras at 2x what the node can fuse (capped at 30 Hz)
-        run(10.0, hz)  # warm-up
-        base = rss_kib(node.pid)
-        samples = []
-        for _ in range(6):
-            run(10.0, hz)
-            samples.append(rss_kib(node.pid))
+        base = run(10.0, hz)  # warm-up: its peak is the baseline
+        peaks = [run(10.0, hz) for _ in range(6)]
         d = c.diagnostics("fusion")[-1][2]
         assert int(d["pairs_dropped"]) > 0, f"the node was not overloaded ({hz:.1f} Hz, {fuse_ms:.0f} ms/frame)"
-        assert max(samples) <= 1.10 * base, f"RSS grew: {base} KiB after warm-up, then {samples}"
+        assert max(peaks) <= 1.10 * base, f"RSS grew: peak {base} KiB in warm-up, then per 10 s {peaks}"
         assert int(d["frames_pending"]) <= 20
     finally:
         c.close()
