@@ -170,9 +170,10 @@ def paper_config(**overrides: Any) -> EGMTConfig:
 
 
 def rt_config(**overrides: Any) -> EGMTConfig:
-    """egmt_ros's real-time variant: ECIM at 1/8 resolution with 8 x 8 windows + a half-resolution conv decoder,
+    """egmt_ros's real-time variant: ECIM at 1/8 resolution with 8 x 8 windows and 16 channels (32 cost +46 % CPU time
+    for no measured gain over 16 once the information prior carries the target) + a half-resolution conv decoder,
     trained with the information-aware objective (alphas 30, 10, 1 for int, grad, ssim; docs/model.md)."""
-    base: dict[str, Any] = dict(variant="rt", channels=32, window=8, heads=2, scale=8,
+    base: dict[str, Any] = dict(variant="rt", channels=16, window=8, heads=2, scale=8,
                                 detail_channels=16, detail_blocks=1, info_prior=True, shift_windows=True,
                                 objective="info", alphas=(30.0, 10.0, 1.0))
     base.update(overrides)
