@@ -16,12 +16,13 @@ Before OpenVINO reads the export, :func:`commute_depth_to_space_slices` moves ch
 instead of running its reference VariadicSplit on the full-resolution one (rt decoder at 640x480, bf16, 1 thread:
 29.0 -> 26.5 ms per call, bit-identical output).
 
-In ``bf16`` the rt decoder's information prior (:func:`float32_node`: the parameter-free ``InformationPrior`` of
-``info_prior`` models) runs in float32 (:func:`read_model_with_float32_nodes`): its weight is a ratio of fourth
-powers of local statistics and its logit is taken near 0 and 1, where bfloat16's 8-bit mantissa costs up to 0.4 in the logit. Measured on the shipped
-egmt_rt (fp32 eager as reference, 1 thread): the TNO crop 97 x 131 of the tests 5.0e-3 (1.75e-2 without the mark, on a
-training snapshot); 12 whole TNO42 images max 5e-3 - 3.2e-2 (without the mark up to 5.5e-2). Marking the decoder's
-tail as well changed none of those maxima; the mark costs 3.3 ms at 640 x 480 (39.0 vs 35.7 ms).
+In ``bf16`` the rt decoder's information prior and the source phases it reads (:func:`float32_node`: the
+parameter-free ``InformationPrior`` and ``SourcePhases`` of ``info_prior`` models) run in float32
+(:func:`read_model_with_float32_nodes`): the prior's weight is a ratio of fourth powers of local statistics and its
+logit is taken near 0 and 1, where bfloat16's 8-bit mantissa costs up to 0.4 in the logit. Measured on the shipped
+egmt_rt (fp32 eager as reference, 1 thread): the TNO crop 97 x 131 of the tests 4.8e-3 (1.7e-2 without the mark);
+12 whole TNO42 images max 3.2e-2 (without the mark 5.1e-2). Marking the decoder's tail as well changed none of those
+maxima; the mark costs ~1 ms at 640 x 480 (31.3 vs 30.2 ms per call).
 """
 
 from __future__ import annotations
