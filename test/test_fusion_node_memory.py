@@ -48,11 +48,13 @@ def test_rss_flat_over_60s_at_twice_the_fusion_rate(spawn, ros_node, data_root) 
                 time.sleep(1.0 / hz)
             return peak
 
-        run(4.0, 10.0)  # measure the node's fusion time first
+        first = run(4.0, 10.0)  # measure the node's fusion time first
         d = c.diagnostics("fusion")[-1][2]
         fuse_ms = max(float(d["total_ms_p50"]), 5.0)
         hz = min(30.0, 2.0 * 1000.0 / fuse_ms)  # cameras at 2x what the node can fuse (capped at 30 Hz)
-        base = run(10.0, hz)  # warm-up: its peak is the baseline
+        # warm-up, 20 s at the overload rate: its peak (and the first 4 s's) is the baseline; 20 s rather than 10
+        # because glibc's heap settles in steps (its mmap threshold adapts to the sizes freed), seen up to +8 % late
+        base = max(first, run(10.0, hz), run(10.0, hz))
         peaks = [run(10.0, hz) for _ in range(6)]
         d = c.diagnostics("fusion")[-1][2]
         assert int(d["pairs_dropped"]) > 0, f"the node was not overloaded ({hz:.1f} Hz, {fuse_ms:.0f} ms/frame)"
