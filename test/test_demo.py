@@ -76,3 +76,14 @@ def test_demo_plays_a_bag_without_camera_info_once_the_graph_is_up(ros_domain, d
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_in"] == frames and summary["frames_fused"] >= 1, summary
     assert "playing anyway" not in (out / "play.log").read_text(), "the player waited for the nodes"
+
+
+def test_the_report_names_the_method_a_parameter_selects() -> None:
+    """``-p fusion_node:model.method:=egmt`` overrides ``--method`` in the graph, so the report's title names it too
+    (it said egmt_rt while the node fused with egmt)."""
+    from egmt_ros.cli.demo import fusion_method
+
+    assert fusion_method("egmt_rt", []) == "egmt_rt"
+    assert fusion_method("egmt_rt", ["fusion_node:model.method:=egmt", "fusion_node:model.path:=m.pt"]) == "egmt"
+    assert fusion_method("lp", ["model.method:=average", "fusion_node:model.method:=gff"]) == "gff"
+    assert fusion_method("egmt_rt", ["detection_node:model.method:=x", "fusion_node:model.backend:=torch"]) == "egmt_rt"

@@ -195,7 +195,8 @@ def describe_run(args: argparse.Namespace, sample: dict) -> list[tuple[str, str]
                 "thermal camera sees them")
     else:
         what = ", ".join(str(v) for v in sample.values())
-    model = f"{args.method}" + (" (models/egmt_rt.pt, trained by this project)" if args.method == "egmt_rt" else "")
+    model = f"{args.method}" + (" (models/egmt_rt.pt, trained by this project)" if args.method == "egmt_rt" else
+                                f" ({param('model.path')})" if args.method == "egmt" else "")
     device = param("model.device")
     hardware = f"{cpu_model()}, {os.cpu_count()} logical cores"
     if device.startswith("cuda"):
@@ -213,6 +214,15 @@ def describe_run(args: argparse.Namespace, sample: dict) -> list[tuple[str, str]
             ("date", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))]
 
 
+def fusion_method(method: str, params: Sequence[str]) -> str:
+    """The fusion method the demo's graph runs: ``method`` (``--method``) unless a ``-p`` sets the fusion node's
+    ``model.method`` (``[fusion_node:]model.method:=NAME``, given after ``--method`` on the nodes' command line: the
+    last one wins)."""
+    found = [p.rsplit(":=", 1)[1] for p in params
+             if p.split(":=", 1)[0] in ("model.method", "fusion_node:model.method")]
+    return found[-1] if found else method
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m egmt_ros.cli.demo", description=__doc__.splitlines()[0])
     ap.add_argument("--sample", default=None, help=f"m2vd video name (default {DEFAULT_VIDEO}), image-pair folder, "
@@ -228,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="a ROS parameter for the graph, as bringup's -p (repeatable), e.g. "
                          "fusion_node:model.backend:=onnxruntime")
     args = ap.parse_args(argv)
+    args.method = fusion_method(args.method, args.param)  # the report names what the graph runs
     try:
         sample = resolve_sample(args.sample)
     except (FileNotFoundError, ValueError) as exc:
