@@ -187,8 +187,7 @@ def describe_run(args: argparse.Namespace, sample: dict) -> list[tuple[str, str]
 
     def param(name: str) -> str:
         """The fusion node's parameter as the demo runs it: a -p of the command line, else config/egmt.yaml."""
-        found = [p.rsplit(":=", 1)[1] for p in args.param if p.split(":=", 1)[0].split(":")[-1] == name]
-        return found[-1] if found else str(defaults.get(name, "?"))
+        return fusion_param(args.param, name) or str(defaults.get(name, "?"))
 
     if "ir_video" in sample and Path(sample["ir_video"]).stem == DEFAULT_VIDEO:
         what = (f"M2VD {DEFAULT_VIDEO} (default sample): smoke hides the people from the visible camera, the "
@@ -214,13 +213,17 @@ def describe_run(args: argparse.Namespace, sample: dict) -> list[tuple[str, str]
             ("date", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))]
 
 
+def fusion_param(params: Sequence[str], name: str) -> str | None:
+    """The value the last ``-p [fusion_node:]NAME:=VALUE`` of ``params`` gives the fusion node's parameter ``name``
+    (they come after the demo's own on the nodes' command line: the last one wins), or None."""
+    found = [p.rsplit(":=", 1)[1] for p in params if p.split(":=", 1)[0] in (name, f"fusion_node:{name}")]
+    return found[-1] if found else None
+
+
 def fusion_method(method: str, params: Sequence[str]) -> str:
     """The fusion method the demo's graph runs: ``method`` (``--method``) unless a ``-p`` sets the fusion node's
-    ``model.method`` (``[fusion_node:]model.method:=NAME``, given after ``--method`` on the nodes' command line: the
-    last one wins)."""
-    found = [p.rsplit(":=", 1)[1] for p in params
-             if p.split(":=", 1)[0] in ("model.method", "fusion_node:model.method")]
-    return found[-1] if found else method
+    ``model.method`` (:func:`fusion_param`)."""
+    return fusion_param(params, "model.method") or method
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -81,9 +81,10 @@ class _Blocks:
     Variances are means of squared deviations, never ``E[x^2] - E[x]^2``: the difference of two close numbers is
     noise in bfloat16 (OpenVINO's default CPU precision here), a squared deviation is not."""
 
-    def __init__(self, x: Tensor, half: Tensor | None = None) -> None:
+    def __init__(self, half: Tensor) -> None:
+        """``half``: the 2 x 2-averaged sources (:func:`_half` or :func:`half_from_phases`)."""
         s = INFO_STRIDE // 2  # 2: _nearest2 below
-        self.half = F.avg_pool2d(x, 2) if half is None else half
+        self.half = half
         self.m1 = F.avg_pool2d(self.half, s)
         d = self.half - _nearest2(self.m1)
         self.v = F.avg_pool2d(d * d, s)
@@ -108,6 +109,12 @@ def _pad4(x: Tensor) -> Tensor:
     """Replicate-pad ``[B, C, H, W]`` at the bottom/right to multiples of ``INFO_STRIDE``."""
     h, w = x.shape[-2], x.shape[-1]
     return F.pad(x, (0, (-w) % INFO_STRIDE, 0, (-h) % INFO_STRIDE), mode="replicate")
+
+
+def _half(x: Tensor) -> Tensor:
+    """The 2 x 2 averages of ``[B, C, H, W]`` padded to multiples of ``INFO_STRIDE``: the half-resolution image
+    every statistic of this module starts from (sensor noise is not information)."""
+    return F.avg_pool2d(_pad4(x), 2)
 
 
 _BILINEAR_TAPS = ((0.25, 0.75, 0.0), (0.0, 0.75, 0.25))  # the two output phases of a x2 bilinear upsampling
@@ -147,14 +154,14 @@ def _full(x: Tensor, factor: int, like: Tensor) -> Tensor:
 
 def information_map(x: Tensor) -> Tensor:
     """Local information of a source ``[B, 1, H, W]`` (module docstring), full size."""
-    return _full(_Blocks(_pad4(x)).information(), INFO_STRIDE, x)
+    return _full(_Blocks(_half(x)).information(), INFO_STRIDE, x)
 
 
 def visible_visibility(vi: Tensor) -> Tensor:
     """Visibility factor of the visible image in [0.1, 1], full size: darkness (local mean below ``DARK_LEVEL``)
     scales it down linearly, and a veil (smoke, fog, glare: local mean above ``VEIL_LEVEL`` with a local standard
     deviation below ``VEIL_CONTRAST``) scales it down to 0.3."""
-    return _full(_Blocks(_pad4(vi)).visibility(), INFO_STRIDE, vi)
+    return _full(_Blocks(_half(vi)).visibility(), INFO_STRIDE, vi)
 
 
 def _saliency(half: Tensor) -> Tensor:
@@ -168,7 +175,7 @@ def ir_saliency(ir: Tensor) -> Tensor:
     """How much a region stands out warm in IR, in [0, 1], full size: 0 up to half a standard deviation above the
     image mean, 1 from one and a half (per image; on the 2 x 2-averaged image, so a silhouette is a region, not
     edges)."""
-    return _full(_saliency(F.avg_pool2d(_pad4(ir), 2)), 2, ir)
+    return _full(_saliency(_half(ir)), 2, ir)
 
 
 def _ir_share(i_ir: Tensor, i_vi: Tensor) -> Tensor:
@@ -196,7 +203,7 @@ def information_prior_half(src: Tensor, regions: Tensor | None = None, box_boost
     :func:`information_prior` brings them to full size. ``w_d`` is clamped to [PRIOR_EPS, 1 - PRIOR_EPS].
     ``phases``: ``F.pixel_unshuffle(src, 2)`` where the caller has it already (H, W multiples of 4): the half-resolution
     image is then its 2 x 2 averages (:func:`half_from_phases`)."""
-    both = _Blocks(_pad4(src), None if phases is None else half_from_phases(phases))
+    both = _Blocks(_half(src) if phases is None else half_from_phases(phases))
     info = both.information()
     i_ir, i_vi = info[:, 0:1], info[:, 1:2] * both.visibility()[:, 1:2]
     if regions is not None:
