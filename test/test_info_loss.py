@@ -206,6 +206,49 @@ def test_up2_is_bilinear_upsampling() -> None:
         torch.testing.assert_close(up2(x), ref, rtol=0, atol=1e-6)
 
 
+def test_up_phases_by_4_is_bilinear_upsampling() -> None:
+    """The quarter-resolution decoder's x4 prior phases: ``pixel_shuffle(up_phases(x, 4), 4)`` equals
+    F.interpolate's bilinear x4 (align_corners=False, borders repeated)."""
+    from egmt_ros.model.information import up_phases
+
+    for h, w in ((1, 1), (3, 5), (17, 12)):
+        x = torch.rand(2, 3, h, w)
+        ref = torch.nn.functional.interpolate(x, scale_factor=4.0, mode="bilinear", align_corners=False)
+        torch.testing.assert_close(torch.nn.functional.pixel_shuffle(up_phases(x, 4), 4), ref, rtol=0, atol=1e-6)
+
+
+def test_block_statistics_from_4x4_phases_equal_those_of_the_half_resolution_image() -> None:
+    """The quarter-resolution prior reads the 4 x 4 phases the decoder has: block mean, within-block variance and
+    the half-resolution Sobel magnitude (a stencil on the phase grid, with the image's replicate border) equal the
+    statistics of the 2 x 2-averaged image everywhere, borders included."""
+    from egmt_ros.model.information import _Blocks, _half
+
+    src = torch.rand(2, 2, 24, 36, generator=torch.Generator().manual_seed(2))
+    src[:, :, :4] = 1.0  # a bright border band: a wrong border padding shows in g
+    half, quarter = _Blocks(_half(src)), _Blocks.of_quarter_phases(torch.nn.functional.pixel_unshuffle(src, 4))
+    for name in ("m1", "v", "g", "mu", "sd"):
+        torch.testing.assert_close(getattr(quarter, name), getattr(half, name), rtol=0, atol=2e-6, msg=name)
+
+
+def test_untrained_quarter_decoder_is_close_to_the_information_target(data_root: Path) -> None:
+    """``detail_scale`` 4: the prior is formed at 1/4 resolution (saliency on 4 x 4 block means, logit before the
+    upsampling), a close copy of the information target on real pairs, not the pixel average."""
+    import cv2
+
+    from egmt_ros.model.information import information_target
+    from egmt_ros.model.network import EGMT
+
+    m = EGMT(rt_config(scale=16, window=4, detail_scale=4, channels=8, heads=2, detail_channels=4)).eval()
+    for stem in ("FLIR_00122", "FLIR_00211"):
+        ir, vi = (cv2.imread(str(data_root / "roadscene" / d / f"{stem}.jpg"), cv2.IMREAD_GRAYSCALE) for d in ("ir", "vi"))
+        h, w = ir.shape[0] // 16 * 16, ir.shape[1] // 16 * 16
+        a, b = _t(ir[:h, :w] / 255.0), _t(vi[:h, :w] / 255.0)
+        with torch.no_grad():
+            d = (m.fuse(a, b) - information_target(a, b)[0]).abs()
+            assert float(d.mean()) < 3e-3 and float(torch.quantile(d.flatten(), 0.99)) < 3e-2
+            assert float((m.fuse(a, b) - (a + b) / 2).abs().mean()) > 0.02
+
+
 def test_prior_from_the_decoders_phases_equals_the_prior_from_the_images() -> None:
     """The rt decoder hands the prior the 2 x 2 phases it already has (pixel_unshuffle); the prior's half-resolution
     image is then their mean: the same prior as from the images (to float rounding), one full-size read less."""

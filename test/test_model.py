@@ -226,6 +226,39 @@ def test_rt_with_info_prior_and_shifted_windows_fuses_any_size(hw: tuple[int, in
             assert y.shape == ir.shape and torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
 
 
+@pytest.mark.parametrize("hw", [(1, 1), (7, 9), (33, 45), (481, 641)])
+def test_quarter_resolution_decoder_fuses_any_size(hw: tuple[int, int]) -> None:
+    """``detail_scale`` 4 (decoder and prior at 1/4 resolution) with the ECIM at 1/16: any size, batch 1 and 3,
+    with and without entities; the input is padded to a multiple of 16."""
+    cfg = rt_config(channels=8, heads=2, window=4, scale=16, detail_scale=4, detail_channels=4, text_dim=D,
+                    num_classes=3)
+    assert cfg.pad_multiple == 16 and rt_config(scale=2, detail_scale=4).pad_multiple == 4
+    torch.manual_seed(0)
+    m = EGMT(cfg).eval()
+    torch.nn.init.normal_(m.recon.out.weight, std=0.1)
+    for b in (1, 3):
+        ir, vi = images(*hw, b=b)
+        for ent in (None, torch.randn(b, 2, D)):
+            with torch.no_grad():
+                y = m.fuse(ir, vi, ent)
+            assert y.shape == ir.shape and torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
+    with pytest.raises(ValueError, match="detail_scale"):
+        rt_config(detail_scale=8)
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_highpass_on_phases_equals_the_full_resolution_highpass(factor: int) -> None:
+    """The rt decoder blends per sub-pixel phase and shuffles once: the Laplacian taken on the phase grid equals
+    the full-resolution one (replicate border) unshuffled, so the output is the full-resolution formula's."""
+    from egmt_ros.model.network import highpass, highpass_phases
+
+    x = torch.rand(2, 3, 8 * factor, 5 * factor, generator=torch.Generator().manual_seed(3))
+    x[..., 0, :] = 1.0
+    x[..., :, -1] = 0.0  # a border band: a wrong border padding shows
+    got = highpass_phases(torch.nn.functional.pixel_unshuffle(x, factor), factor)
+    torch.testing.assert_close(got, torch.nn.functional.pixel_unshuffle(highpass(x), factor), rtol=0, atol=1e-6)
+
+
 def test_shifted_windows_attend_across_the_unshifted_window_borders() -> None:
     """``shift_windows``: the token attention's windows are offset by half a window. On an 8 x 8 grid with 4 x 4
     windows, perturbing token (3, 3) changes exactly rows and columns 0..3 unshifted, 2..5 shifted (a window that

@@ -6,7 +6,8 @@ entity-guided CGHA, reconstructor, multi-label head):
 - ``"paper"``: the network of the EGMT paper (Sec. III, Sec. IV-A): 32 shallow channels, ECIM on 16 x 16 windows at
   full resolution, reconstructor 64->32->16->1 (Eq. 7). Seconds per 640 x 480 frame on a CPU.
 - ``"rt"``: the real-time design of egmt_ros: the ECIM at 1/``scale`` (8) resolution with ``window`` x ``window``
-  (8 x 8) windows, a half-resolution conv decoder (``detail_channels``, ``detail_blocks``) and a full-resolution
+  (8 x 8) windows, a conv decoder at 1/``detail_scale`` (2, or 4 for the fastest; ``detail_channels``,
+  ``detail_blocks``) and a full-resolution
   output that is a per-pixel IR/VI weighting of the sources plus a residual and detail gains (a strong skip, so
   edges survive). See :mod:`egmt_ros.model.network`.
 
@@ -61,6 +62,7 @@ class EGMTConfig:
     scale: int = 1                #: the ECIM runs at 1/scale resolution (paper 1; rt_config 8); a power of 2
     detail_channels: int = 16     #: rt only: channels of the half-resolution decoder
     detail_blocks: int = 1        #: rt only: residual 3x3 conv blocks in the half-resolution decoder
+    detail_scale: int = 2         #: rt only: the decoder (and its info prior) runs at 1/detail_scale resolution: 2 or 4
     info_prior: bool = False      #: rt only: the decoder's IR weight starts from the information weight (see network)
     shift_windows: bool = False   #: token attention (Eq. 3) on windows shifted by window/2 (no block seams)
     # --- text / entities ---
@@ -105,6 +107,8 @@ class EGMTConfig:
             raise ValueError(f"heads ({self.heads}) must divide channels ({self.channels})")
         if self.scale < 1 or self.scale & (self.scale - 1):
             raise ValueError(f"scale must be a power of 2, got {self.scale}")
+        if self.detail_scale not in (2, 4):
+            raise ValueError(f"detail_scale must be 2 or 4, got {self.detail_scale}")
         if self.info_prior and self.variant != "rt":
             raise ValueError("info_prior is a part of the rt decoder (variant 'rt')")
         if self.shift_windows and self.window % 2:
@@ -144,7 +148,7 @@ class EGMTConfig:
         ``scale`` would give the prior and the decoder different sizes)."""
         if self.variant != "rt":
             return self.scale
-        return max(self.scale, 4 if self.info_prior else 2)
+        return max(self.scale, self.detail_scale, 4 if self.info_prior else 2)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""

@@ -62,6 +62,63 @@ def sobel_magnitude(x: Tensor) -> Tensor:
     return g.abs().view(x.shape[0], c, 2, g.shape[-2], g.shape[-1]).sum(dim=2)
 
 
+def _half_of_quarter_kernel() -> Tensor:
+    """``[4, 16, 1, 1]``: the 2 x 2 phases (channel ``2a + b``) of the 2 x 2-averaged image from its 4 x 4 phases
+    (channel ``4 dy + dx``; phase (a, b) averages dy in {2a, 2a + 1}, dx in {2b, 2b + 1}). A 1 x 1 convolution:
+    OpenVINO runs a reshape to 8 dimensions and a mean over two of them in its slow reference code (8 ms)."""
+    k = torch.zeros(4, 16, 1, 1)
+    for dy in range(4):
+        for dx in range(4):
+            k[2 * (dy // 2) + dx // 2, 4 * dy + dx] = 0.25
+    return k
+
+
+_HALF_OF_QUARTER = _half_of_quarter_kernel()
+
+
+def stencil_on_phases(stencils: list[Tensor], factor: int) -> Tensor:
+    """``[f^2 K, f^2, 3, 3]``: the 3 x 3 ``stencils`` (K of them, rows y) applied to an image held as its
+    ``f x f`` sub-pixel phases (pixel_unshuffle order, channel ``f dy + dx``), as one convolution over the phase grid
+    (output channel ``K (f dy + dx) + k``). Pad its input with :func:`pad_phases`."""
+    f, n = factor, len(stencils)
+    k = torch.zeros(f * f * n, f * f, 3, 3, dtype=torch.float64)
+    for dy in range(f):
+        for dx in range(f):
+            for j, st in enumerate(stencils):
+                for da in (-1, 0, 1):
+                    for db in (-1, 0, 1):
+                        y, x = dy + da, dx + db  # in pixels, relative to the block
+                        k[n * (f * dy + dx) + j, f * (y % f) + x % f, y // f + 1, x // f + 1] += float(st[da + 1, db + 1])
+    return k
+
+
+def pad_phases(x: Tensor, factor: int) -> Tensor:
+    """``[B, f^2 C, h, w]`` (each channel's image as ``f x f`` phases) padded by one block on every side so that a
+    3 x 3 stencil sees the image replicate-padded by one pixel: a padding block repeats the image's outermost pixel
+    row (column) in all its phases."""
+    f = factor
+    b, cf, h, w = x.shape[0], int(x.shape[1]), x.shape[2], x.shape[3]
+    x = x.reshape(b, cf // (f * f), f, f, h, w)  # (phase row, phase column, block row, block column)
+    top, bottom = x[:, :, 0:1, :, 0:1], x[:, :, f - 1:f, :, -1:]
+    x = torch.cat([torch.cat([top] * f, dim=2), x, torch.cat([bottom] * f, dim=2)], dim=4)
+    left, right = x[:, :, :, 0:1, :, 0:1], x[:, :, :, f - 1:f, :, -1:]
+    x = torch.cat([torch.cat([left] * f, dim=3), x, torch.cat([right] * f, dim=3)], dim=5)
+    return x.reshape(b, cf, h + 2, w + 2)
+
+
+_SOBEL_ON_HALF_PHASES = stencil_on_phases([_SOBEL_X, _SOBEL_X.t()], 2)
+
+
+def _sobel_on_phases(hq: Tensor) -> Tensor:
+    """``[B, 4C, h, w]`` (each channel's image as 2 x 2 phases) -> ``[B, 4C, h, w]``: ``|d/dx| + |d/dy|`` of the
+    Sobel filters at every phase, with the image's replicate padding: :func:`sobel_magnitude` of the image, as
+    phases (one grouped convolution)."""
+    b, c4, h, w = hq.shape[0], int(hq.shape[1]), hq.shape[2], hq.shape[3]
+    k = _SOBEL_ON_HALF_PHASES.to(hq.device, hq.dtype).repeat(c4 // 4, 1, 1, 1)
+    g = F.conv2d(pad_phases(hq, 2), k, groups=c4 // 4).abs()
+    return g.reshape(b, c4, 2, h, w).sum(dim=2)
+
+
 def box_mean(x: Tensor, radius: int) -> Tensor:
     """Mean over the ``(2 radius + 1)^2`` box around every pixel (replicate padding; same size out; separable)."""
     if radius <= 0:
@@ -81,17 +138,37 @@ class _Blocks:
     Variances are means of squared deviations, never ``E[x^2] - E[x]^2``: the difference of two close numbers is
     noise in bfloat16 (OpenVINO's default CPU precision here), a squared deviation is not."""
 
-    def __init__(self, half: Tensor) -> None:
-        """``half``: the 2 x 2-averaged sources (:func:`_half` or :func:`half_from_phases`)."""
-        s = INFO_STRIDE // 2  # 2: _nearest2 below
-        self.half = half
-        self.m1 = F.avg_pool2d(self.half, s)
-        d = self.half - _nearest2(self.m1)
-        self.v = F.avg_pool2d(d * d, s)
-        self.g = F.avg_pool2d(sobel_magnitude(self.half), s)
+    def __init__(self, half: Tensor | None, m1: Tensor | None = None, v: Tensor | None = None,
+                 g: Tensor | None = None) -> None:
+        """``half``: the 2 x 2-averaged sources (:func:`_half` or :func:`half_from_phases`); or ``half=None`` and the
+        block statistics ``m1, v, g`` given (:meth:`of_quarter_phases`)."""
+        if half is not None:
+            s = INFO_STRIDE // 2  # 2: _nearest2 below
+            m1 = F.avg_pool2d(half, s)
+            d = half - _nearest2(m1)
+            v = F.avg_pool2d(d * d, s)
+            g = F.avg_pool2d(sobel_magnitude(half), s)
+        assert m1 is not None and v is not None and g is not None
+        self.half, self.m1, self.v, self.g = half, m1, v, g
         self.mu = box_mean(self.m1, INFO_RADIUS)
         e = self.m1 - self.mu
         self.sd = torch.sqrt(box_mean(self.v, INFO_RADIUS) + box_mean(e * e, INFO_RADIUS) + 1e-8)
+
+    @classmethod
+    def of_quarter_phases(cls, phases: Tensor) -> "_Blocks":
+        """The same statistics from the 4 x 4 sub-pixel phases ``F.pixel_unshuffle(x, 4)`` = ``[B, 16C, H/4, W/4]``,
+        without a half-resolution image: the four 2 x 2 averages of each block (the half-resolution image in its
+        own 2 x 2 phases), their mean ``m1`` and variance ``v``, and the Sobel magnitude of the half-resolution
+        image taken on those phases by one fixed convolution (:func:`_sobel_on_phases`): equal to the statistics of
+        ``_Blocks(half)`` to float rounding."""
+        b, c16, h, w = phases.shape[0], int(phases.shape[1]), phases.shape[2], phases.shape[3]
+        c = c16 // 16
+        hq = F.conv2d(phases, _HALF_OF_QUARTER.to(phases.device, phases.dtype).repeat(c, 1, 1, 1), groups=c)
+        hq = hq.reshape(b, c, 4, h, w)
+        m1 = hq.mean(dim=2)
+        d = hq - m1.unsqueeze(2)
+        g = _sobel_on_phases(hq.reshape(b, 4 * c, h, w)).reshape(b, c, 4, h, w).mean(dim=2)
+        return cls(None, m1, (d * d).mean(dim=2), g)
 
     def information(self) -> Tensor:
         """Weber information of each channel per block (:func:`information_map`)."""
@@ -117,26 +194,36 @@ def _half(x: Tensor) -> Tensor:
     return F.avg_pool2d(_pad4(x), 2)
 
 
-_BILINEAR_TAPS = ((0.25, 0.75, 0.0), (0.0, 0.75, 0.25))  # the two output phases of a x2 bilinear upsampling
+def _bilinear_taps(factor: int) -> Tensor:
+    """``[factor, 3]``: per output phase ``k`` the weights of input pixels ``-1, 0, +1`` of a x``factor`` bilinear
+    upsampling (``align_corners=False``: phase ``k`` sits at ``(k + 0.5) / factor - 0.5`` input pixels)."""
+    taps = torch.zeros(factor, 3, dtype=torch.float64)
+    for k in range(factor):
+        t = (k + 0.5) / factor - 0.5
+        if t < 0:
+            taps[k, 0], taps[k, 1] = -t, 1.0 + t
+        else:
+            taps[k, 1], taps[k, 2] = 1.0 - t, t
+    return taps
 
 
-def up2_phases(x: Tensor) -> Tensor:
-    """``[B, C, h, w]`` -> ``[B, 4C, h, w]``: per channel the four 2 x 2 sub-pixel phases (``pixel_shuffle`` order,
-    channel ``4c + phase``) of the x2 bilinear upsampling of ``x`` (``align_corners=False``, border values repeated:
-    ``F.interpolate``'s result).
+def up_phases(x: Tensor, factor: int = 2) -> Tensor:
+    """``[B, C, h, w]`` -> ``[B, factor^2 C, h, w]``: per channel the ``factor x factor`` sub-pixel phases
+    (``pixel_shuffle`` order, channel ``factor^2 c + phase``) of the x``factor`` bilinear upsampling of ``x``
+    (``align_corners=False``, border values repeated: ``F.interpolate``'s result).
 
     A replicate pad and one fixed grouped 3 x 3 convolution: several times faster in OpenVINO than its Interpolate,
     and the rt decoder adds these phases to its own sub-pixel maps before its ``pixel_shuffle`` (no full-size
     resize)."""
     c = int(x.shape[1])  # a constant of the exported graph: the kernel's shape must be known
-    taps = torch.tensor(_BILINEAR_TAPS, dtype=x.dtype, device=x.device)
-    k = (taps[:, None, :, None] * taps[None, :, None, :]).reshape(4, 1, 3, 3).repeat(c, 1, 1, 1)
+    taps = _bilinear_taps(factor).to(dtype=x.dtype, device=x.device)
+    k = (taps[:, None, :, None] * taps[None, :, None, :]).reshape(factor * factor, 1, 3, 3).repeat(c, 1, 1, 1)
     return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=c)
 
 
 def up2(x: Tensor) -> Tensor:
-    """x2 bilinear upsampling of ``[B, C, h, w]`` (:func:`up2_phases` + ``pixel_shuffle``)."""
-    return F.pixel_shuffle(up2_phases(x), 2)
+    """x2 bilinear upsampling of ``[B, C, h, w]`` (:func:`up_phases` + ``pixel_shuffle``)."""
+    return F.pixel_shuffle(up_phases(x), 2)
 
 
 def _nearest2(x: Tensor) -> Tensor:
@@ -204,6 +291,27 @@ def information_prior_half(src: Tensor, regions: Tensor | None = None, box_boost
     ``phases``: ``F.pixel_unshuffle(src, 2)`` where the caller has it already (H, W multiples of 4): the half-resolution
     image is then its 2 x 2 averages (:func:`half_from_phases`)."""
     both = _Blocks(_half(src) if phases is None else half_from_phases(phases))
+    assert both.half is not None
+    w_d, q = _detail_share(both, regions, box_boost)
+    sal = _saliency(both.half[:, 0:1])  # combined with the saliency at half resolution
+    up = up2(torch.cat([w_d, q], dim=1))
+    return _logit_and_residual(up[:, 0:1], up[:, 1:2], sal)
+
+
+def information_prior_quarter(phases: Tensor) -> tuple[Tensor, Tensor]:
+    """``(logit of w_d, r)`` at 1/4 resolution ``[B, 1, H/4, W/4]`` from the 4 x 4 sub-pixel phases of the stacked
+    sources, ``F.pixel_unshuffle(src, 4)`` (``src = [B, 2, H, W]``, IR then visible; H, W multiples of 4): the prior
+    of the quarter-resolution rt decoder (``detail_scale`` 4). The same information measure as
+    :func:`information_prior_half` (statistics from :meth:`_Blocks.of_quarter_phases`), with the IR saliency taken on
+    the 4 x 4 block means and the logit formed before the upsampling (the decoder brings it to full size with its
+    own sub-pixel maps), so it is a close, not an exact, copy of the information target."""
+    both = _Blocks.of_quarter_phases(phases)
+    w_d, q = _detail_share(both, None, 1.0)
+    return _logit_and_residual(w_d, q, _saliency(both.m1[:, 0:1]))
+
+
+def _detail_share(both: _Blocks, regions: Tensor | None, box_boost: float) -> tuple[Tensor, Tensor]:
+    """1/4 resolution ``(w_d, (w_b - w_d)(B_ir - B_vi))`` of the two sources' statistics (:func:`information_prior`)."""
     info = both.information()
     i_ir, i_vi = info[:, 0:1], info[:, 1:2] * both.visibility()[:, 1:2]
     if regions is not None:
@@ -212,11 +320,13 @@ def information_prior_half(src: Tensor, regions: Tensor | None = None, box_boost
         i_vi = i_vi * (1.0 + box_boost * r[:, 1:2])
     ratio = _ir_share(i_ir, i_vi)
     w_d = box_mean(ratio, INFO_RADIUS)
-    q = (box_mean(ratio, BASE_RADIUS) - w_d) * (both.m1[:, 0:1] - both.m1[:, 1:2])  # (w_b - w_d)(B_ir - B_vi)
-    sal = _saliency(both.half[:, 0:1])  # combined with the saliency at half resolution
-    up = up2(torch.cat([w_d, q], dim=1))
-    w_d = torch.clamp(up[:, 0:1] + sal * (1.0 - up[:, 0:1]), PRIOR_EPS, 1.0 - PRIOR_EPS)
-    return torch.log(w_d) - torch.log1p(-w_d), up[:, 1:2] * (1.0 - sal)
+    return w_d, (box_mean(ratio, BASE_RADIUS) - w_d) * (both.m1[:, 0:1] - both.m1[:, 1:2])
+
+
+def _logit_and_residual(w_d: Tensor, q: Tensor, sal: Tensor) -> tuple[Tensor, Tensor]:
+    """Salient IR takes the IR: ``(logit(clamp(w_d + sal (1 - w_d))), q (1 - sal))`` (clamped to PRIOR_EPS)."""
+    w = torch.clamp(w_d + sal * (1.0 - w_d), PRIOR_EPS, 1.0 - PRIOR_EPS)
+    return torch.log(w) - torch.log1p(-w), q * (1.0 - sal)
 
 
 def information_prior(ir: Tensor, vi: Tensor, regions: Tensor | None = None,

@@ -41,6 +41,9 @@ Design decisions the paper leaves open (documented here, tested in test/test_mod
   window (replicate-padded at the border, not rolled), so the windows of CA and CGHA are bridged: no 64 x 64 px
   blocks in the output (the previous rt model's artifact).
   Full-resolution window attention (and even 1/4-resolution attention) was measured too slow for 2 CPU cores.
+  With ``detail_scale`` 4 the decoder and its prior work at 1/4 resolution on the 4 x 4 sub-pixel phases (for the
+  fastest model, with the ECIM at 1/16: ``scale`` 16, ``window`` 4, the same 64 x 64 px windows). At either
+  scale the final blend is computed per sub-pixel phase and shuffled to full resolution once.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from egmt_ros.model.config import EGMTConfig, paper_config
-from egmt_ros.model.information import information_prior_half, up2_phases
+from egmt_ros.model.information import (information_prior_half, information_prior_quarter, pad_phases,
+                                        stencil_on_phases, up_phases)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -298,66 +302,96 @@ def highpass(x: Tensor) -> Tensor:
     return 4.0 * x - p[..., :-2, 1:-1] - p[..., 2:, 1:-1] - p[..., 1:-1, :-2] - p[..., 1:-1, 2:]
 
 
+_LAPLACIAN = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]])
+_HIGHPASS_ON_PHASES = {f: stencil_on_phases([_LAPLACIAN], f) for f in (2, 4)}
+
+
+def highpass_phases(phases: Tensor, factor: int) -> Tensor:
+    """:func:`highpass` of images held as their ``f x f`` sub-pixel phases ``[B, f^2 C, h, w]`` (pixel_unshuffle
+    order), as phases: ``pixel_unshuffle(highpass(x), f)`` without a full-resolution tensor (one grouped conv)."""
+    c = int(phases.shape[1]) // (factor * factor)
+    k = _HIGHPASS_ON_PHASES[factor].to(phases.device, phases.dtype).repeat(c, 1, 1, 1)
+    return F.conv2d(pad_phases(phases, factor), k, groups=c)
+
+
 class InformationPrior(nn.Module):
-    """The rt decoder's prior (no parameters): the sub-pixel phases ``[B, 8, H/2, W/2]`` (4 of the weight logit, 4 of
-    the residual) of :func:`egmt_ros.model.information.information_prior_half`. A module of its own so that its
+    """The rt decoder's prior (no parameters): the sub-pixel phases ``[B, 2 f^2, H/f, W/f]`` (``f^2`` of the weight
+    logit, ``f^2`` of the residual) of :func:`egmt_ros.model.information.information_prior_half` (``f`` = 2) or
+    :func:`~egmt_ros.model.information.information_prior_quarter` (``f`` = 4). A module of its own so that its
     operations have their own names in an exported graph (``/recon/prior/...``: OpenVINO keeps them in float32)."""
 
+    def __init__(self, factor: int = 2) -> None:
+        super().__init__()
+        self.factor = factor
+
     def forward(self, src: Tensor, phases: Tensor) -> Tensor:
-        """``src``: the sources stacked ``[B, 2, H, W]`` (IR, visible), ``phases`` = ``F.pixel_unshuffle(src, 2)``."""
+        """``src``: the sources stacked ``[B, 2, H, W]`` (IR, visible), ``phases`` = ``F.pixel_unshuffle(src, f)``."""
+        if self.factor == 4:
+            logit0, r0 = information_prior_quarter(phases)
+            return up_phases(torch.cat([logit0, r0], dim=1), 4)
         logit0, r0 = information_prior_half(src, phases=phases)
-        return up2_phases(torch.cat([logit0, r0], dim=1))
+        return up_phases(torch.cat([logit0, r0], dim=1), 2)
 
 
 class SourcePhases(nn.Module):
-    """The sources stacked ``[B, 2, H, W]`` (IR, visible) and their 2 x 2 sub-pixel phases ``[B, 8, H/2, W/2]``
-    (``pixel_unshuffle``), which the decoder's first conv and the information prior share. A module of its own so
-    that its exported operations are named ``/recon/phases/...``: OpenVINO keeps them, like the prior, in float32
-    (bfloat16 would round the prior's input images)."""
+    """The sources stacked ``[B, 2, H, W]`` (IR, visible) and their ``f x f`` sub-pixel phases
+    ``[B, 2 f^2, H/f, W/f]`` (``pixel_unshuffle``), which the decoder's first conv and the information prior share.
+    A module of its own so that its exported operations are named ``/recon/phases/...``: OpenVINO keeps them, like
+    the prior, in float32 (bfloat16 would round the prior's input images)."""
+
+    def __init__(self, factor: int = 2) -> None:
+        super().__init__()
+        self.factor = factor
 
     def forward(self, ir: Tensor, vi: Tensor) -> tuple[Tensor, Tensor]:
-        src = torch.cat([ir, vi], dim=1)  # H and W even
-        return src, F.pixel_unshuffle(src, 2)
+        src = torch.cat([ir, vi], dim=1)  # H and W multiples of f
+        return src, F.pixel_unshuffle(src, self.factor)
 
 
 class RTDecoder(nn.Module):
-    """The rt variant's reconstructor: half-resolution conv path guided by the ECIM features, full-resolution output.
+    """The rt variant's reconstructor: a conv path at 1/f resolution (``detail_scale`` f = 2, or 4 for the fastest
+    variant) guided by the ECIM features, full-resolution output.
 
     ``F = clamp(s * ir + (1 - s) * vi + r + g_ir * hp(ir) + g_vi * hp(vi), 0, 1)`` with ``s = sigmoid(w)``, where
-    ``w, r, g_ir, g_vi`` are predicted at half resolution and brought to full resolution by a sub-pixel conv
+    ``w, r, g_ir, g_vi`` are predicted at 1/f resolution and brought to full resolution by a sub-pixel conv
     (PixelShuffle), and ``hp`` is the negative 4-neighbour Laplacian of each source (:func:`highpass`).
     The last conv starts at zero: an untrained decoder outputs the pixel average of IR and VI, or with
     ``info_prior`` the information target (``s = sigmoid(w + logit(w_d))`` and ``r + r_0``, ``(w_d, r_0)`` of
-    :func:`egmt_ros.model.information.information_prior`, computed from the inputs: no parameters).
+    :func:`egmt_ros.model.information.information_prior`, computed from the inputs: no parameters; with f = 4 a
+    close copy of it, :func:`~egmt_ros.model.information.information_prior_quarter`).
     """
 
-    def __init__(self, feat_channels: int, cd: int, blocks: int, scale: int, info_prior: bool = False) -> None:
+    def __init__(self, feat_channels: int, cd: int, blocks: int, scale: int, info_prior: bool = False,
+                 detail_scale: int = 2) -> None:
         super().__init__()
         self.scale = scale
-        self.phases = SourcePhases()
-        self.prior = InformationPrior() if info_prior else None  # no parameters: checkpoints are unchanged
-        self.enc = _conv(8, cd)                      # on PixelUnshuffle(2)([ir, vi]): 8 channels at H/2
-        self.up = nn.Conv2d(feat_channels, cd, 1)    # ECIM features (H/scale) -> cd, then bilinear to H/2
+        f = self.factor = detail_scale
+        self.phases = SourcePhases(f)
+        self.prior = InformationPrior(f) if info_prior else None  # no parameters: checkpoints are unchanged
+        self.enc = _conv(2 * f * f, cd)              # on PixelUnshuffle(f)([ir, vi]): 2 f^2 channels at H/f
+        self.up = nn.Conv2d(feat_channels, cd, 1)    # ECIM features (H/scale) -> cd, then bilinear to H/f
         self.blocks = nn.Sequential(*[ResBlock(cd) for _ in range(blocks)])
-        self.out = _conv(cd, 4 * 4)                  # 4 maps x 2 x 2 sub-pixels
+        self.out = _conv(cd, 4 * f * f)              # 4 maps x f x f sub-pixels
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
     def forward(self, ir: Tensor, vi: Tensor, feats: Tensor) -> Tensor:
-        src, phases = self.phases(ir, vi)  # [B, 2, H, W], [B, 8, H/2, W/2]
+        f, f2 = self.factor, self.factor * self.factor
+        src, phases = self.phases(ir, vi)  # [B, 2, H, W], [B, 2 f^2, H/f, W/f] (IR's f^2 phases, then VI's)
         e = self.enc(channels_last(phases))
         u = F.interpolate(self.up(feats), size=e.shape[-2:], mode="bilinear", align_corners=False)
         x = self.blocks(F.leaky_relu(e + u, 0.2))
-        out = self.out(x)  # [B, 16, H/2, W/2]: 4 maps x 2 x 2 sub-pixels
+        out = self.out(x)  # [B, 4 f^2, H/f, W/f]: 4 maps x f x f sub-pixels
+        w, r = out[:, :f2], out[:, f2:2 * f2]
         if self.prior is not None:  # the information target's weight logit and residual + the learned corrections
-            out = torch.cat([out[:, :8] + self.prior(src, phases), out[:, 8:]], dim=1)
-        # each map brought to full resolution on its own (no full-resolution channel split; same values)
-        logit, residual = F.pixel_shuffle(out[:, 0:4], 2), F.pixel_shuffle(out[:, 4:8], 2)
-        gains = F.pixel_shuffle(out[:, 8:16], 2)  # [B, 2, H, W]
-        hp = highpass(src)
-        s = torch.sigmoid(logit)
-        fused = vi + s * (ir - vi) + residual + (gains * hp).sum(dim=1, keepdim=True)
-        return torch.clamp(fused, 0.0, 1.0)
+            p = self.prior(src, phases)
+            w, r = w + p[:, :f2], r + p[:, f2:]
+        # the blend per sub-pixel phase, then one pixel shuffle (elementwise operations commute with it: the same
+        # values as shuffling the maps first, without their full-resolution copies)
+        ir_p, vi_p, hp = phases[:, :f2], phases[:, f2:], highpass_phases(phases, f)
+        s = torch.sigmoid(w)
+        fused = vi_p + s * (ir_p - vi_p) + r + out[:, 2 * f2:3 * f2] * hp[:, :f2] + out[:, 3 * f2:] * hp[:, f2:]
+        return F.pixel_shuffle(torch.clamp(fused, 0.0, 1.0), f)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -378,7 +412,7 @@ class EGMT(nn.Module):
             self.stem_ir = nn.Sequential(SpaceToDepth(cfg.scale), _conv(cfg.scale ** 2, c), _act())
             self.stem_vi = nn.Sequential(SpaceToDepth(cfg.scale), _conv(cfg.scale ** 2, c), _act())
             self.recon: nn.Module = RTDecoder(2 * c, cfg.detail_channels, cfg.detail_blocks, cfg.scale,
-                                              cfg.info_prior)
+                                              cfg.info_prior, cfg.detail_scale)
         else:
             # shallow visual features ("vanilla convolution blocks"): two 3x3 convs per modality
             self.stem_ir = nn.Sequential(_conv(1, c), _act(), _conv(c, c), _act())
