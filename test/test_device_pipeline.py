@@ -44,8 +44,9 @@ def frames(data_root: Path) -> list[tuple[np.ndarray, np.ndarray]]:
 def fuser() -> EGMTFuser:
     # without the info prior and the shifted windows: these tests check that the torch pre/postprocessing is
     # bit-identical to the numpy one, and with those two the network rounds differently when the same inputs come in
-    # another memory layout (1 level in a few pixels: test_pipeline_with_the_info_prior_within_one_level)
-    f = EGMTFuser(tiny_rt(info_prior=False, shift_windows=False), text_encoder=HashEncoder(D))
+    # another memory layout (1 level in a few pixels: test_pipeline_with_the_info_prior_within_one_level), as does
+    # the quarter-resolution decoder (rt_config's default; that test covers it): the half-resolution one here
+    f = EGMTFuser(tiny_rt(info_prior=False, shift_windows=False, detail_scale=2), text_encoder=HashEncoder(D))
     f.set_entities(ENTITIES)
     return f
 

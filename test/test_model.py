@@ -90,7 +90,7 @@ def test_untrained_rt_is_the_pixel_average_or_the_information_target() -> None:
     torch.manual_seed(0)
     ir, vi = images(40, 48)  # a multiple of the rt padding: the prior sees the same image as the target
     plain = EGMT(small("rt", info_prior=False)).eval()
-    prior = EGMT(small("rt", info_prior=True)).eval()
+    prior = EGMT(small("rt", info_prior=True, detail_scale=2)).eval()  # exactly; 4: a close copy (test_info_loss)
     w, r = information_prior(ir, vi)
     with torch.no_grad():
         torch.testing.assert_close(plain.fuse(ir, vi), (ir + vi) / 2, rtol=0, atol=1e-6)
@@ -296,8 +296,9 @@ def test_rt_info_prior_with_a_scale_below_its_block_size_runs(scale: int) -> Non
     information target there too."""
     from egmt_ros.model.information import information_target
 
-    cfg = rt_config(channels=8, heads=2, window=4, scale=scale, detail_channels=4, text_dim=D, num_classes=3)
-    assert cfg.pad_multiple == 4 and rt_config(scale=scale, info_prior=False).pad_multiple == 2
+    cfg = rt_config(channels=8, heads=2, window=4, scale=scale, detail_scale=2, detail_channels=4, text_dim=D,
+                    num_classes=3)
+    assert cfg.pad_multiple == 4 and rt_config(scale=scale, detail_scale=2, info_prior=False).pad_multiple == 2
     m = EGMT(cfg).eval()
     for hw in ((6, 6), (7, 9), (1, 1)):
         ir, vi = images(*hw)
