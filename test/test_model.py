@@ -19,7 +19,8 @@ def small(variant: str, **kw) -> EGMTConfig:
     """Tiny configs: the point of these tests is behaviour, not size."""
     if variant == "paper":
         return paper_config(channels=8, heads=2, window=4, text_dim=D, num_classes=3, **kw)
-    return rt_config(channels=8, heads=2, window=4, scale=4, detail_channels=4, text_dim=D, num_classes=3, **kw)
+    return rt_config(**{**dict(channels=8, heads=2, window=4, scale=4, detail_channels=4, text_dim=D, num_classes=3),
+                        **kw})
 
 
 def build(variant: str, seed: int = 0, **kw) -> EGMT:
@@ -214,10 +215,13 @@ def test_rt_batch_items_with_different_statistics_are_independent() -> None:
             torch.testing.assert_close(batch[i:i + 1], single, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("detail", [dict(detail_scale=2), dict(detail_scale=4, scale=16)], ids=["half", "quarter"])
 @pytest.mark.parametrize("hw", [(1, 1), (2, 3), (7, 9), (33, 45), (481, 641)])
-def test_rt_with_info_prior_and_shifted_windows_fuses_any_size(hw: tuple[int, int]) -> None:
-    """rt_config's information prior and shifted windows: any size, batch 1 and 3, with and without entities."""
-    m = build("rt").eval()
+def test_rt_with_info_prior_and_shifted_windows_fuses_any_size(hw: tuple[int, int], detail: dict) -> None:
+    """rt_config's information prior and shifted windows, with the half- and the quarter-resolution decoder (the
+    latter with the ECIM at 1/16, input padded to a multiple of 16): any size, batch 1 and 3, with and without
+    entities."""
+    m = build("rt", **detail).eval()
     for b in (1, 3):
         ir, vi = images(*hw, b=b)
         for ent in (None, torch.randn(b, 2, D)):
@@ -226,22 +230,9 @@ def test_rt_with_info_prior_and_shifted_windows_fuses_any_size(hw: tuple[int, in
             assert y.shape == ir.shape and torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
 
 
-@pytest.mark.parametrize("hw", [(1, 1), (7, 9), (33, 45), (481, 641)])
-def test_quarter_resolution_decoder_fuses_any_size(hw: tuple[int, int]) -> None:
-    """``detail_scale`` 4 (decoder and prior at 1/4 resolution) with the ECIM at 1/16: any size, batch 1 and 3,
-    with and without entities; the input is padded to a multiple of 16."""
-    cfg = rt_config(channels=8, heads=2, window=4, scale=16, detail_scale=4, detail_channels=4, text_dim=D,
-                    num_classes=3)
-    assert cfg.pad_multiple == 16 and rt_config(scale=2, detail_scale=4).pad_multiple == 4
-    torch.manual_seed(0)
-    m = EGMT(cfg).eval()
-    torch.nn.init.normal_(m.recon.out.weight, std=0.1)
-    for b in (1, 3):
-        ir, vi = images(*hw, b=b)
-        for ent in (None, torch.randn(b, 2, D)):
-            with torch.no_grad():
-                y = m.fuse(ir, vi, ent)
-            assert y.shape == ir.shape and torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
+def test_detail_scale_sets_the_padding_and_is_checked() -> None:
+    assert rt_config(scale=16, detail_scale=4).pad_multiple == 16 and rt_config(scale=2, detail_scale=4).pad_multiple == 4
+    assert rt_config(scale=2, detail_scale=2, info_prior=False).pad_multiple == 2
     with pytest.raises(ValueError, match="detail_scale"):
         rt_config(detail_scale=8)
 

@@ -59,9 +59,9 @@ class EGMTConfig:
     heads: int = 4                #: attention heads (channel attention and token attention); must divide channels
     ffn_ratio: float = 2.0        #: hidden width of every FFN = ffn_ratio * channels
     depth: int = 1                #: number of stacked ECIM blocks
-    scale: int = 1                #: the ECIM runs at 1/scale resolution (paper 1; rt_config 8); a power of 2
-    detail_channels: int = 16     #: rt only: channels of the half-resolution decoder
-    detail_blocks: int = 1        #: rt only: residual 3x3 conv blocks in the half-resolution decoder
+    scale: int = 1                #: the ECIM runs at 1/scale resolution (paper 1; rt_config 16); a power of 2
+    detail_channels: int = 16     #: rt only: channels of the decoder (at 1/detail_scale resolution)
+    detail_blocks: int = 1        #: rt only: residual 3x3 conv blocks in the decoder
     detail_scale: int = 2         #: rt only: the decoder (and its info prior) runs at 1/detail_scale resolution: 2 or 4
     info_prior: bool = False      #: rt only: the decoder's IR weight starts from the information weight (see network)
     shift_windows: bool = False   #: token attention (Eq. 3) on windows shifted by window/2 (no block seams)
@@ -143,7 +143,7 @@ class EGMTConfig:
     @property
     def pad_multiple(self) -> int:
         """Input H and W are reflection-padded to a multiple of this (the ECIM features are then padded again to a
-        multiple of ``window`` at their own resolution). rt: at least 2 (the half-resolution decoder), 4 with
+        multiple of ``window`` at their own resolution). rt: at least ``detail_scale`` (the decoder's phases), 4 with
         ``info_prior`` (its information blocks are 4 x 4 pixels, ``model.information.INFO_STRIDE``; a smaller
         ``scale`` would give the prior and the decoder different sizes)."""
         if self.variant != "rt":

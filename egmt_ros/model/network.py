@@ -26,10 +26,11 @@ Design decisions the paper leaves open (documented here, tested in test/test_mod
   the ECIM features again, at their own resolution, to a multiple of ``window``; everything is cropped back.
   The reflection is computed by index arithmetic (:func:`reflect_pad_to_multiple`), so it works for any size
   (even 1 x 1, where the pad exceeds the image) and stays dynamic in an ONNX graph.
-- rt variant (egmt_ros's design, same components): per-modality stems are space-to-depth by ``scale`` (8: lossless,
-  1 -> 64 channels) + a 3x3 conv to C; the ECIM (CA, TA, CGHA) runs at 1/8 resolution on 8 x 8 windows (64 x 64
-  source pixels each); the multi-label head reads those features. The reconstructor (:class:`RTDecoder`) works at
-  half resolution: a 3x3 conv on space-to-depth([ir, vi]) plus the upsampled ECIM features, ``detail_blocks``
+- rt variant (egmt_ros's design, same components): per-modality stems are space-to-depth by ``scale`` (16 in
+  rt_config: lossless, 1 -> 256 channels) + a 3x3 conv to C; the ECIM (CA, TA, CGHA) runs at 1/16 resolution on
+  4 x 4 windows (64 x 64 source pixels each; the earlier defaults: 1/8 and 8 x 8); the multi-label head reads those
+  features. The reconstructor (:class:`RTDecoder`) works at 1/``detail_scale`` resolution (rt_config 4, earlier 2):
+  a 3x3 conv on space-to-depth([ir, vi]) plus the upsampled ECIM features, ``detail_blocks``
   residual 3x3 blocks, a sub-pixel conv to full resolution predicting per pixel a weight ``w``, a residual ``r``
   and two detail gains, and ``F = clamp(s*ir + (1-s)*vi + r + g_ir*hp(ir) + g_vi*hp(vi), 0, 1)``, ``s = sigmoid(w)``.
   The full-resolution path is the sources themselves (the strong skip that keeps edges); its last conv starts at
@@ -41,8 +42,7 @@ Design decisions the paper leaves open (documented here, tested in test/test_mod
   window (replicate-padded at the border, not rolled), so the windows of CA and CGHA are bridged: no 64 x 64 px
   blocks in the output (the previous rt model's artifact).
   Full-resolution window attention (and even 1/4-resolution attention) was measured too slow for 2 CPU cores.
-  With ``detail_scale`` 4 the decoder and its prior work at 1/4 resolution on the 4 x 4 sub-pixel phases (for the
-  fastest model, with the ECIM at 1/16: ``scale`` 16, ``window`` 4, the same 64 x 64 px windows). At either
+  With ``detail_scale`` 4 the decoder and its prior work at 1/4 resolution on the 4 x 4 sub-pixel phases. At either
   scale the final blend is computed per sub-pixel phase and shuffled to full resolution once.
 """
 
