@@ -240,7 +240,8 @@ def test_untrained_quarter_decoder_is_close_to_the_information_target(data_root:
 
     m = EGMT(rt_config(scale=16, window=4, detail_scale=4, channels=8, heads=2, detail_channels=4)).eval()
     for stem in ("FLIR_00122", "FLIR_00211"):
-        ir, vi = (cv2.imread(str(data_root / "roadscene" / d / f"{stem}.jpg"), cv2.IMREAD_GRAYSCALE) for d in ("ir", "vi"))
+        ir, vi = (cv2.imread(str(data_root / "roadscene" / d / f"{stem}.jpg"), cv2.IMREAD_GRAYSCALE)
+                  for d in ("ir", "vi"))
         h, w = ir.shape[0] // 16 * 16, ir.shape[1] // 16 * 16
         a, b = _t(ir[:h, :w] / 255.0), _t(vi[:h, :w] / 255.0)
         with torch.no_grad():

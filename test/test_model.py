@@ -231,7 +231,8 @@ def test_rt_with_info_prior_and_shifted_windows_fuses_any_size(hw: tuple[int, in
 
 
 def test_detail_scale_sets_the_padding_and_is_checked() -> None:
-    assert rt_config(scale=16, detail_scale=4).pad_multiple == 16 and rt_config(scale=2, detail_scale=4).pad_multiple == 4
+    assert rt_config(scale=16, detail_scale=4).pad_multiple == 16
+    assert rt_config(scale=2, detail_scale=4).pad_multiple == 4
     assert rt_config(scale=2, detail_scale=2, info_prior=False).pad_multiple == 2
     with pytest.raises(ValueError, match="detail_scale"):
         rt_config(detail_scale=8)

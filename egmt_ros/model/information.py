@@ -20,6 +20,8 @@ return full-size maps, use no learned parameters and only ops that export to ONN
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -88,7 +90,8 @@ def stencil_on_phases(stencils: list[Tensor], factor: int) -> Tensor:
                 for da in (-1, 0, 1):
                     for db in (-1, 0, 1):
                         y, x = dy + da, dx + db  # in pixels, relative to the block
-                        k[n * (f * dy + dx) + j, f * (y % f) + x % f, y // f + 1, x // f + 1] += float(st[da + 1, db + 1])
+                        tap = float(st[da + 1, db + 1])
+                        k[n * (f * dy + dx) + j, f * (y % f) + x % f, y // f + 1, x // f + 1] += tap
     return k
 
 
@@ -194,6 +197,7 @@ def _half(x: Tensor) -> Tensor:
     return F.avg_pool2d(_pad4(x), 2)
 
 
+@functools.lru_cache(maxsize=None)
 def _bilinear_taps(factor: int) -> Tensor:
     """``[factor, 3]``: per output phase ``k`` the weights of input pixels ``-1, 0, +1`` of a x``factor`` bilinear
     upsampling (``align_corners=False``: phase ``k`` sits at ``(k + 0.5) / factor - 0.5`` input pixels)."""
