@@ -197,7 +197,7 @@ def test_openvino_bf16_runs_the_rt_decoder_glue_in_float32(ckpt: Path, tmp_path:
         compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
         pools = [op.get_rt_info()["runtimePrecision"].astype(str) for op in compiled.get_runtime_model().get_ops()
                  if op.get_rt_info()["layerType"].astype(str) == "Pooling" and float32_node(op.get_friendly_name())]
-        assert len(pools) > 10 and set(pools) == {want}
+        assert len(pools) >= 6 and set(pools) == {want}  # the prior's box means (8 in the quarter decoder)
 
 
 def test_compile_agrees_with_eager_without_recompiling_for_new_entities(ckpt: Path, pair, eager) -> None:

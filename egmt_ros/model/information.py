@@ -153,9 +153,10 @@ class _Blocks:
             g = F.avg_pool2d(sobel_magnitude(half), s)
         assert m1 is not None and v is not None and g is not None
         self.half, self.m1, self.v, self.g = half, m1, v, g
-        self.mu = box_mean(self.m1, INFO_RADIUS)
+        c = int(m1.shape[1])  # the box means of m1, v and g in one pass (one pad and two pools, not three of each)
+        self.mu, box_v, self.box_g = torch.split(box_mean(torch.cat([m1, v, g], dim=1), INFO_RADIUS), c, dim=1)
         e = self.m1 - self.mu
-        self.sd = torch.sqrt(box_mean(self.v, INFO_RADIUS) + box_mean(e * e, INFO_RADIUS) + 1e-8)
+        self.sd = torch.sqrt(box_v + box_mean(e * e, INFO_RADIUS) + 1e-8)
 
     @classmethod
     def of_quarter_phases(cls, phases: Tensor) -> "_Blocks":
@@ -175,7 +176,7 @@ class _Blocks:
 
     def information(self) -> Tensor:
         """Weber information of each channel per block (:func:`information_map`)."""
-        return (box_mean(self.g, INFO_RADIUS) + self.sd + INFO_FLOOR) / (self.mu + WEBER)
+        return (self.box_g + self.sd + INFO_FLOOR) / (self.mu + WEBER)
 
     def visibility(self) -> Tensor:
         """Visibility factor of each channel per block (:func:`visible_visibility`)."""
