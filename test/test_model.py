@@ -242,7 +242,11 @@ def test_detail_scale_sets_the_padding_and_is_checked() -> None:
 def test_highpass_on_phases_equals_the_full_resolution_highpass(factor: int) -> None:
     """The rt decoder blends per sub-pixel phase and shuffles once: the Laplacian taken on the phase grid equals
     the full-resolution one (replicate border) unshuffled, so the output is the full-resolution formula's."""
-    from egmt_ros.model.network import highpass, highpass_phases
+    from egmt_ros.model.network import highpass_phases
+
+    def highpass(x: torch.Tensor) -> torch.Tensor:  # the full-resolution definition, replicate borders
+        p = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
+        return 4.0 * x - p[..., :-2, 1:-1] - p[..., 2:, 1:-1] - p[..., 1:-1, :-2] - p[..., 1:-1, 2:]
 
     x = torch.rand(2, 3, 8 * factor, 5 * factor, generator=torch.Generator().manual_seed(3))
     x[..., 0, :] = 1.0

@@ -20,8 +20,6 @@ return full-size maps, use no learned parameters and only ops that export to ONN
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -54,13 +52,32 @@ INFO_POWER = 4
 PRIOR_EPS = 1e-2
 
 
+_PLACED: dict[tuple[int, torch.device, torch.dtype, int], Tensor] = {}
+
+
+def fixed_kernel(base: Tensor, like: Tensor, groups: int) -> Tensor:
+    """The constant conv kernel ``base`` (a module-level tensor, kept alive) on ``like``'s device and dtype, repeated
+    for ``groups`` groups along dim 0. Made once per (kernel, device, dtype, groups) and kept: made per call it was
+    a conversion every frame, and on a GPU a host-to-device copy that waits for the stream. While torch.compile
+    traces, it is made inline (a constant of the compiled graph)."""
+    if torch.compiler.is_compiling():
+        return base.to(like.device, like.dtype).repeat(groups, 1, 1, 1)
+    key = (id(base), like.device, like.dtype, groups)
+    k = _PLACED.get(key)
+    if k is None:
+        with torch.inference_mode(False):  # a normal tensor: autograd may save it, whatever mode made it first
+            k = _PLACED[key] = base.to(like.device, like.dtype).repeat(groups, 1, 1, 1)
+    return k
+
+
+_SOBEL_PAIR = torch.stack([_SOBEL_X, _SOBEL_X.t()]).view(2, 1, 3, 3)
+
+
 def sobel_magnitude(x: Tensor) -> Tensor:
     """``|d/dx| + |d/dy|`` of the 3 x 3 Sobel filters of every channel of ``[B, C, H, W]`` (replicate padding; same
     size out; one grouped convolution)."""
     c = int(x.shape[1])  # a constant of the exported graph: the kernel's shape must be known
-    kx = _SOBEL_X.to(x.device, x.dtype)
-    k = torch.stack([kx, kx.t()]).view(2, 1, 3, 3).repeat(c, 1, 1, 1)
-    g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=c)
+    g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), fixed_kernel(_SOBEL_PAIR, x, c), groups=c)
     return g.abs().view(x.shape[0], c, 2, g.shape[-2], g.shape[-1]).sum(dim=2)
 
 
@@ -117,8 +134,7 @@ def _sobel_on_phases(hq: Tensor) -> Tensor:
     Sobel filters at every phase, with the image's replicate padding: :func:`sobel_magnitude` of the image, as
     phases (one grouped convolution)."""
     b, c4, h, w = hq.shape[0], int(hq.shape[1]), hq.shape[2], hq.shape[3]
-    k = _SOBEL_ON_HALF_PHASES.to(hq.device, hq.dtype).repeat(c4 // 4, 1, 1, 1)
-    g = F.conv2d(pad_phases(hq, 2), k, groups=c4 // 4).abs()
+    g = F.conv2d(pad_phases(hq, 2), fixed_kernel(_SOBEL_ON_HALF_PHASES, hq, c4 // 4), groups=c4 // 4).abs()
     return g.reshape(b, c4, 2, h, w).sum(dim=2)
 
 
@@ -167,7 +183,7 @@ class _Blocks:
         ``_Blocks(half)`` to float rounding."""
         b, c16, h, w = phases.shape[0], int(phases.shape[1]), phases.shape[2], phases.shape[3]
         c = c16 // 16
-        hq = F.conv2d(phases, _HALF_OF_QUARTER.to(phases.device, phases.dtype).repeat(c, 1, 1, 1), groups=c)
+        hq = F.conv2d(phases, fixed_kernel(_HALF_OF_QUARTER, phases, c), groups=c)
         hq = hq.reshape(b, c, 4, h, w)
         m1 = hq.mean(dim=2)
         d = hq - m1.unsqueeze(2)
@@ -198,18 +214,20 @@ def _half(x: Tensor) -> Tensor:
     return F.avg_pool2d(_pad4(x), 2)
 
 
-@functools.lru_cache(maxsize=None)
-def _bilinear_taps(factor: int) -> Tensor:
-    """``[factor, 3]``: per output phase ``k`` the weights of input pixels ``-1, 0, +1`` of a x``factor`` bilinear
-    upsampling (``align_corners=False``: phase ``k`` sits at ``(k + 0.5) / factor - 0.5`` input pixels)."""
-    taps = torch.zeros(factor, 3, dtype=torch.float64)
+def _bilinear_phase_kernel(factor: int) -> Tensor:
+    """``[factor^2, 1, 3, 3]``: the x``factor`` bilinear upsampling's ``factor x factor`` output phases as 3 x 3
+    stencils (``align_corners=False``: phase ``k`` of a row sits at ``(k + 0.5) / factor - 0.5`` input pixels)."""
+    taps = torch.zeros(factor, 3, dtype=torch.float64)  # per phase, the weights of input pixels -1, 0, +1
     for k in range(factor):
         t = (k + 0.5) / factor - 0.5
         if t < 0:
             taps[k, 0], taps[k, 1] = -t, 1.0 + t
         else:
             taps[k, 1], taps[k, 2] = 1.0 - t, t
-    return taps
+    return (taps[:, None, :, None] * taps[None, :, None, :]).reshape(factor * factor, 1, 3, 3)
+
+
+_BILINEAR_PHASES = {f: _bilinear_phase_kernel(f) for f in (2, 4)}
 
 
 def up_phases(x: Tensor, factor: int = 2) -> Tensor:
@@ -221,9 +239,7 @@ def up_phases(x: Tensor, factor: int = 2) -> Tensor:
     and the rt decoder adds these phases to its own sub-pixel maps before its ``pixel_shuffle`` (no full-size
     resize)."""
     c = int(x.shape[1])  # a constant of the exported graph: the kernel's shape must be known
-    taps = _bilinear_taps(factor).to(dtype=x.dtype, device=x.device)
-    k = (taps[:, None, :, None] * taps[None, :, None, :]).reshape(factor * factor, 1, 3, 3).repeat(c, 1, 1, 1)
-    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=c)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), fixed_kernel(_BILINEAR_PHASES[factor], x, c), groups=c)
 
 
 def up2(x: Tensor) -> Tensor:

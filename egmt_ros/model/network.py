@@ -54,8 +54,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from egmt_ros.model.config import EGMTConfig, paper_config
-from egmt_ros.model.information import (information_prior_half, information_prior_quarter, pad_phases,
-                                        stencil_on_phases, up_phases)
+from egmt_ros.model.information import (fixed_kernel, information_prior_half, information_prior_quarter,
+                                        pad_phases, stencil_on_phases, up_phases)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -293,25 +293,16 @@ class ResBlock(nn.Module):
         return x + self.conv2(F.leaky_relu(self.conv1(x), 0.2))
 
 
-def highpass(x: Tensor) -> Tensor:
-    """Negative 4-neighbour Laplacian ``4x - up - down - left - right`` per channel, replicate borders.
-
-    Written with shifts instead of a depthwise conv: same result, and its backward is much faster on a CPU.
-    """
-    p = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    return 4.0 * x - p[..., :-2, 1:-1] - p[..., 2:, 1:-1] - p[..., 1:-1, :-2] - p[..., 1:-1, 2:]
-
-
 _LAPLACIAN = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]])
 _HIGHPASS_ON_PHASES = {f: stencil_on_phases([_LAPLACIAN], f) for f in (2, 4)}
 
 
 def highpass_phases(phases: Tensor, factor: int) -> Tensor:
-    """:func:`highpass` of images held as their ``f x f`` sub-pixel phases ``[B, f^2 C, h, w]`` (pixel_unshuffle
-    order), as phases: ``pixel_unshuffle(highpass(x), f)`` without a full-resolution tensor (one grouped conv)."""
+    """The negative 4-neighbour Laplacian ``4x - up - down - left - right`` (replicate borders) of images held as
+    their ``f x f`` sub-pixel phases ``[B, f^2 C, h, w]`` (pixel_unshuffle order), as phases: the full-resolution
+    Laplacian unshuffled, without a full-resolution tensor (one grouped conv)."""
     c = int(phases.shape[1]) // (factor * factor)
-    k = _HIGHPASS_ON_PHASES[factor].to(phases.device, phases.dtype).repeat(c, 1, 1, 1)
-    return F.conv2d(pad_phases(phases, factor), k, groups=c)
+    return F.conv2d(pad_phases(phases, factor), fixed_kernel(_HIGHPASS_ON_PHASES[factor], phases, c), groups=c)
 
 
 class InformationPrior(nn.Module):
@@ -354,7 +345,7 @@ class RTDecoder(nn.Module):
 
     ``F = clamp(s * ir + (1 - s) * vi + r + g_ir * hp(ir) + g_vi * hp(vi), 0, 1)`` with ``s = sigmoid(w)``, where
     ``w, r, g_ir, g_vi`` are predicted at 1/f resolution and brought to full resolution by a sub-pixel conv
-    (PixelShuffle), and ``hp`` is the negative 4-neighbour Laplacian of each source (:func:`highpass`).
+    (PixelShuffle), and ``hp`` is the negative 4-neighbour Laplacian of each source (:func:`highpass_phases`).
     The last conv starts at zero: an untrained decoder outputs the pixel average of IR and VI, or with
     ``info_prior`` the information target (``s = sigmoid(w + logit(w_d))`` and ``r + r_0``, ``(w_d, r_0)`` of
     :func:`egmt_ros.model.information.information_prior`, computed from the inputs: no parameters; with f = 4 a
