@@ -15,7 +15,13 @@ def test_max_rule_agreement_by_hand() -> None:
     ir = rng.integers(0, 200, (20, 30)).astype(np.float32) / 255.0
     vi = rng.integers(0, 200, (20, 30)).astype(np.float32) / 255.0
     same = fc.max_rule_agreement(np.maximum(ir, vi), ir, vi)
-    assert same == {"corr": pytest.approx(1.0), "within3": 1.0, "equal": 1.0}
+    assert {k: same[k] for k in ("corr", "within3", "equal")} == {"corr": pytest.approx(1.0), "within3": 1.0,
+                                                                   "equal": 1.0}
+    assert same["corr_avg"] < 0.95                             # the max of two independent images is not their mean
+    avg = fc.max_rule_agreement((ir + vi) / 2.0, ir, vi)       # 8-bit rounding of the mean: correlation ~1
+    assert avg["corr_avg"] == pytest.approx(1.0, abs=1e-4) and avg["corr"] < 0.95
+    one = fc.max_rule_agreement(ir, ir, vi)                    # independent sources: corr(IR, (IR + VI) / 2) = 1/sqrt(2)
+    assert one["corr_avg"] == pytest.approx(2 ** -0.5, abs=0.05)
     shifted = np.maximum(ir, vi).copy()
     shifted[:10] += 2.0 / 255.0                                # half the rows 2 grey levels off
     got = fc.max_rule_agreement(shifted, ir, vi)

@@ -7,8 +7,11 @@ Reads every synchronized video pair ``VIDEOS/infrared/NAME.mp4`` + ``VIDEOS/visi
 ``--stride``-th frame, builds each input (``ir``, ``vi`` or a fusion method; add ``egmt_rt`` once its weights exist)
 and runs the default detector (person class only); ``NAME=CHECKPOINT`` in ``--methods`` adds any EGMT checkpoint
 (e.g. ``egmt_new=out/train/best.pt``). The videos have no labels, so this counts detections: more
-persons found is only suggestive (a false positive counts as much as a true one). Writes ``counts.md``,
-``counts.csv``, ``per_frame.csv`` and a few annotated montages (small JPEGs) of ``--sample-video``.
+persons found is only suggestive (a false positive counts as much as a true one). Beside the raw count it gives the
+**IR-confirmed** count (:func:`ir_confirmed`): the detections whose box holds warm infrared pixels, which a person
+(skin, breath, warm limbs) does and a parked scooter, a smoke plume or a shadow seen only in the visible image does
+not. Writes ``counts.md``, ``counts.csv``, ``per_frame.csv`` and a few annotated montages (small JPEGs) of
+``--sample-video``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,28 @@ from egmt_ros.detection.inputs import DetectorInput
 
 PROXY_NOTE = ("This is a proxy, not mAP: the M2VD videos carry no labels, so the table counts person detections "
               "(score >= the detector's threshold). A higher count is suggestive only; false positives count too.")
+#: A detection is IR-confirmed when at least WARM_FRACTION of its box's IR pixels are warmer than the frame's IR mean
+#: plus WARM_SIGMA standard deviations (white-hot IR).
+WARM_SIGMA = 1.0
+WARM_FRACTION = 0.05
+CONFIRM_NOTE = ("IR-confirmed: a detection whose box has >= {frac:.0%} of its infrared pixels above the frame's IR "
+                "mean + {sigma:g} standard deviations (white-hot). A person shows warm skin and limbs in thermal "
+                "images; a parked scooter, a smoke plume or a shadow seen only in the visible image does not. A "
+                "heuristic, not a label: a hot engine confirms whatever box covers it, and a person whose box holds "
+                "no warm pixel (fully covered, or as cold as the background) is not confirmed.")
+
+
+def ir_confirmed(ir: np.ndarray, box_xyxy: tuple[float, float, float, float], sigma: float = WARM_SIGMA,
+                 fraction: float = WARM_FRACTION) -> bool:
+    """Whether the box (pixels, ``x0, y0, x1, y1``, clipped to the image) of a detection holds warm IR: at least
+    ``fraction`` of its pixels above ``mean(ir) + sigma * std(ir)`` of the whole frame ``ir`` (grey, H x W)."""
+    h, w = ir.shape[:2]
+    x0, y0 = max(int(np.floor(box_xyxy[0])), 0), max(int(np.floor(box_xyxy[1])), 0)
+    x1, y1 = min(int(np.ceil(box_xyxy[2])), w), min(int(np.ceil(box_xyxy[3])), h)
+    if x1 <= x0 or y1 <= y0:
+        return False
+    warm = ir[y0:y1, x0:x1] > float(ir.mean()) + sigma * float(ir.std())
+    return bool(warm.mean() >= fraction)
 
 
 @dataclass
@@ -41,9 +66,11 @@ class MethodStats:
     frames: int = 0
     persons: int = 0
     frames_with_person: int = 0
+    confirmed: int = 0                  #: IR-confirmed detections (:func:`ir_confirmed`)
+    frames_with_confirmed: int = 0
     fuse_s: float = 0.0
     detect_s: float = 0.0
-    per_frame: list[tuple[int, int]] = field(default_factory=list)
+    per_frame: list[tuple[int, int, int]] = field(default_factory=list)  #: (frame, persons, IR-confirmed)
 
 
 def video_names(videos: Path) -> list[str]:
@@ -98,20 +125,22 @@ def write_tables(stats: dict[str, dict[str, MethodStats]], methods: list[str], o
     with (out / "counts.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["video", "method", "frames", "mean_persons_per_frame", "frames_with_person",
-                    "fraction_with_person", "fuse_ms_per_frame", "detect_ms_per_frame"])
+                    "fraction_with_person", "mean_confirmed_per_frame", "frames_with_confirmed",
+                    "fuse_ms_per_frame", "detect_ms_per_frame"])
         for video, per in stats.items():
             for m in methods:
                 s = per[m]
                 n = max(s.frames, 1)
                 w.writerow([video, m, s.frames, f"{s.persons / n:.3f}", s.frames_with_person,
-                            f"{s.frames_with_person / n:.3f}", f"{1000 * s.fuse_s / n:.1f}",
+                            f"{s.frames_with_person / n:.3f}", f"{s.confirmed / n:.3f}", s.frames_with_confirmed,
+                            f"{1000 * s.fuse_s / n:.1f}",
                             f"{1000 * s.detect_s / n:.1f}"])
     with (out / "per_frame.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["video", "frame", "method", "persons"])
+        w.writerow(["video", "frame", "method", "persons", "confirmed"])
         for video, per in stats.items():
             for m in methods:
-                w.writerows([video, i, m, n] for i, n in per[m].per_frame)
+                w.writerows([video, i, m, n, c] for i, n, c in per[m].per_frame)
     lines = ["# Person detections on M2VD video pairs: fused vs single modality", "", f"**{PROXY_NOTE}**", "",
              f"Detector: `{meta['detector']}` (COCO class person, conf >= {meta['conf']}, imgsz {meta['imgsz']}). "
              f"Every {meta['stride']}th frame. Inputs: `vi` visible only, `ir` infrared only, others fused "
@@ -120,6 +149,12 @@ def write_tables(stats: dict[str, dict[str, MethodStats]], methods: list[str], o
              "| Video | frames | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
     for video, per in stats.items():
         cells = [f"{per[m].persons / max(per[m].frames, 1):.2f} / {per[m].frames_with_person}" for m in methods]
+        lines.append(f"| {video} | {per[methods[0]].frames} | " + " | ".join(cells) + " |")
+    lines += ["", "IR-confirmed persons per frame / frames with at least one (" +
+              CONFIRM_NOTE.format(frac=WARM_FRACTION, sigma=WARM_SIGMA) + "):", "",
+              "| Video | frames | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    for video, per in stats.items():
+        cells = [f"{per[m].confirmed / max(per[m].frames, 1):.2f} / {per[m].frames_with_confirmed}" for m in methods]
         lines.append(f"| {video} | {per[methods[0]].frames} | " + " | ".join(cells) + " |")
     lines += ["", "Time per frame (ms, measured in this run; fusion / detection):", "",
               "| Video | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
@@ -200,11 +235,14 @@ def main(argv: list[str] | None = None) -> int:
                 t2 = time.perf_counter()
                 s = per[m]
                 s.frames += 1
+                confirmed = sum(ir_confirmed(ir, d.box_xyxy) for d in dets)
                 s.persons += len(dets)
                 s.frames_with_person += bool(dets)
+                s.confirmed += confirmed
+                s.frames_with_confirmed += bool(confirmed)
                 s.fuse_s += t1 - t0
                 s.detect_s += t2 - t1
-                s.per_frame.append((idx, len(dets)))
+                s.per_frame.append((idx, len(dets), confirmed))
                 if idx in wanted:
                     tiles.append((f"{m}: {len(dets)} person(s)", annotate(img, dets)))
             if tiles:

@@ -9,7 +9,9 @@
 of a video folder), columns IR, visible, then each method's fused luma (with the visible chroma), each tile
 ``--tile`` pixels wide and captioned; a JPEG (quality 85) so the sheet stays small.
 ``maxcorr``: per method, over all pairs of the folders, the mean Pearson correlation of the fused luma with
-``max(IR, visible luma)``, the fraction of pixels within 3 grey levels of it and the fraction identical (8-bit).
+``max(IR, visible luma)``, the fraction of pixels within 3 grey levels of it and the fraction identical (8-bit), and
+the mean correlation with the pixel average ``(IR + visible luma) / 2`` (how average-like the method is: the paper
+recipe's collapse, docs/model.md).
 A method is a registered fusion method name or ``NAME=CHECKPOINT`` for an EGMT checkpoint.
 """
 
@@ -106,14 +108,21 @@ def contact_sheet(rows: Sequence[tuple[str, np.ndarray, np.ndarray]], methods: d
     return np.concatenate([np.pad(x, ((0, 0), (0, wmax - x.shape[1]), (0, 0))) for x in lines], axis=0)
 
 
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two images (NaN when either is constant)."""
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+
+
 def max_rule_agreement(fused: np.ndarray, ir: np.ndarray, vi_y: np.ndarray) -> dict[str, float]:
-    """Pearson correlation of the 8-bit fused luma with 8-bit ``max(IR, VI luma)``, and the fractions of pixels
-    within 3 grey levels / identical."""
+    """Pearson correlation of the 8-bit fused luma with 8-bit ``max(IR, VI luma)`` (``corr``), the fractions of
+    pixels within 3 grey levels / identical, and the correlation with the average ``(IR + VI luma) / 2`` of the
+    8-bit sources (``corr_avg``)."""
     f = to_uint8(fused).astype(np.float64)
-    m = np.maximum(to_uint8(ir), to_uint8(vi_y)).astype(np.float64)
+    a, b = to_uint8(ir).astype(np.float64), to_uint8(vi_y).astype(np.float64)
+    m = np.maximum(a, b)
     d = np.abs(f - m)
-    corr = float(np.corrcoef(f.ravel(), m.ravel())[0, 1]) if f.std() > 0 and m.std() > 0 else float("nan")
-    return {"corr": corr, "within3": float((d <= 3).mean()), "equal": float((d == 0).mean())}
+    return {"corr": _pearson(f, m), "within3": float((d <= 3).mean()), "equal": float((d == 0).mean()),
+            "corr_avg": _pearson(f, (a + b) / 2.0)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sh.add_argument("--video", nargs="*", default=[], help="VIDEO_FOLDER:VIDEO:INDEX[,INDEX...]")
     sh.add_argument("--tile", type=int, default=240, help="tile width in pixels")
     sh.add_argument("--out", required=True, help="output JPEG")
-    mc = sub.add_parser("maxcorr", help="agreement of fused images with the pixel-max rule")
+    mc = sub.add_parser("maxcorr", help="agreement of fused images with the pixel-max rule and the average")
     mc.add_argument("--data", nargs="+", required=True, help="pair folders")
     mc.add_argument("--methods", required=True, help="comma-separated methods or NAME=CHECKPOINT")
     args = ap.parse_args(argv)
@@ -142,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{out}: {sheet.shape[1]}x{sheet.shape[0]}, {out.stat().st_size // 1024} KiB")
         return 0
     pairs = [p for d in args.data for p in list_pairs(d)]
-    print(f"| method | pairs | corr with max(IR, VI) | within 3 levels | identical |\n|---|---|---|---|---|")
+    print("| method | pairs | corr with max(IR, VI) | within 3 levels | identical | corr with (IR + VI) / 2 |\n"
+          "|---|---|---|---|---|---|")
     for name, m in methods.items():
         scores = []
         for _, ir_p, vi_p in pairs:
@@ -150,7 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             y, _ = split_luma(vi)
             scores.append(max_rule_agreement(m.fuse(ir, y), ir, y))
         mean = {k: float(np.nanmean([s[k] for s in scores])) for k in scores[0]}
-        print(f"| {name} | {len(scores)} | {mean['corr']:.4f} | {mean['within3']:.3f} | {mean['equal']:.3f} |")
+        print(f"| {name} | {len(scores)} | {mean['corr']:.4f} | {mean['within3']:.3f} | {mean['equal']:.3f} "
+              f"| {mean['corr_avg']:.4f} |")
     return 0
 
 
