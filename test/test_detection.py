@@ -165,8 +165,9 @@ def test_count_people_cli_on_a_video_slice(data_root: Path, tmp_path: Path) -> N
         assert float(r["mean_persons_per_frame"]) == pytest.approx(total / 4, abs=1e-3)
     assert float(rows["vi"]["mean_persons_per_frame"]) >= 1  # the daylight street scene has people
     for m, r in rows.items():
-        confirmed = [int(p["confirmed"]) for p in per_frame if p["method"] == m]
-        assert all(0 <= c <= int(p["persons"]) for c, p in zip(confirmed, (p for p in per_frame if p["method"] == m)))
+        mine = [p for p in per_frame if p["method"] == m]
+        confirmed = [int(p["confirmed"]) for p in mine]
+        assert all(0 <= c <= int(p["persons"]) for c, p in zip(confirmed, mine))
         assert float(r["mean_confirmed_per_frame"]) == pytest.approx(sum(confirmed) / 4, abs=1e-3)
         assert int(r["frames_with_confirmed"]) == sum(c > 0 for c in confirmed)
     md = (out / "counts.md").read_text()
@@ -176,17 +177,19 @@ def test_count_people_cli_on_a_video_slice(data_root: Path, tmp_path: Path) -> N
 
 
 def test_ir_confirmed_by_hand() -> None:
-    from egmt_ros.cli.count_people import ir_confirmed
+    from egmt_ros.cli.count_people import ir_confirmed, warm_mask
 
     ir = np.zeros((100, 100), np.float32)
     ir[40:60, 40:50] = 1.0  # a warm 10 x 20 figure: 2 % of the frame; mean 0.02, std 0.14, threshold 0.16
-    assert ir_confirmed(ir, (35.0, 30.0, 55.0, 70.0))            # 200 warm of 20 x 40 = 800 pixels: 25 % >= 5 %
-    assert not ir_confirmed(ir, (0.0, 0.0, 30.0, 30.0))          # a box on the cold background: 0 %
-    assert not ir_confirmed(ir, (0.0, 0.0, 100.0, 100.0))        # the whole frame: 2 % < 5 %
-    assert ir_confirmed(ir, (0.0, 0.0, 100.0, 100.0), fraction=0.01)
-    assert not ir_confirmed(ir, (45.0, 50.0, 200.0, 300.0))      # clipped to 55 x 50: 5 x 10 warm = 1.8 %
-    assert not ir_confirmed(ir, (120.0, 0.0, 150.0, 10.0))       # entirely outside the image
-    assert not ir_confirmed(ir, (35.0, 30.0, 55.0, 70.0), sigma=10.0)  # threshold 1.42: nothing is that warm
+    warm = warm_mask(ir)
+    assert warm.sum() == 200
+    assert ir_confirmed(warm, (35.0, 30.0, 55.0, 70.0))            # 200 warm of 20 x 40 = 800 pixels: 25 % >= 5 %
+    assert not ir_confirmed(warm, (0.0, 0.0, 30.0, 30.0))          # a box on the cold background: 0 %
+    assert not ir_confirmed(warm, (0.0, 0.0, 100.0, 100.0))        # the whole frame: 2 % < 5 %
+    assert ir_confirmed(warm, (0.0, 0.0, 100.0, 100.0), fraction=0.01)
+    assert not ir_confirmed(warm, (45.0, 50.0, 200.0, 300.0))      # clipped to 55 x 50: 5 x 10 warm = 1.8 %
+    assert not ir_confirmed(warm, (120.0, 0.0, 150.0, 10.0))       # entirely outside the image
+    assert not warm_mask(ir, sigma=10.0).any()                     # threshold 1.42: nothing is that warm
 
 
 def test_count_people_takes_an_egmt_checkpoint_by_name(tmp_path: Path) -> None:

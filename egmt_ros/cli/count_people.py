@@ -8,7 +8,7 @@ Reads every synchronized video pair ``VIDEOS/infrared/NAME.mp4`` + ``VIDEOS/visi
 and runs the default detector (person class only); ``NAME=CHECKPOINT`` in ``--methods`` adds any EGMT checkpoint
 (e.g. ``egmt_new=out/train/best.pt``). The videos have no labels, so this counts detections: more
 persons found is only suggestive (a false positive counts as much as a true one). Beside the raw count it gives the
-**IR-confirmed** count (:func:`ir_confirmed`): the detections whose box holds warm infrared pixels, which a person
+**IR-confirmed** count (:func:`ir_confirmed`, :func:`warm_mask`): the detections whose box holds warm infrared pixels, which a person
 (skin, breath, warm limbs) does and a parked scooter, a smoke plume or a shadow seen only in the visible image does
 not. Writes ``counts.md``, ``counts.csv``, ``per_frame.csv`` and a few annotated montages (small JPEGs) of
 ``--sample-video``.
@@ -46,17 +46,21 @@ CONFIRM_NOTE = ("IR-confirmed: a detection whose box has >= {frac:.0%} of its in
                 "no warm pixel (fully covered, or as cold as the background) is not confirmed.")
 
 
-def ir_confirmed(ir: np.ndarray, box_xyxy: tuple[float, float, float, float], sigma: float = WARM_SIGMA,
+def warm_mask(ir: np.ndarray, sigma: float = WARM_SIGMA) -> np.ndarray:
+    """The pixels of the grey IR frame ``ir`` (H x W) warmer than its mean + ``sigma`` standard deviations."""
+    return ir > float(ir.mean()) + sigma * float(ir.std())
+
+
+def ir_confirmed(warm: np.ndarray, box_xyxy: tuple[float, float, float, float],
                  fraction: float = WARM_FRACTION) -> bool:
     """Whether the box (pixels, ``x0, y0, x1, y1``, clipped to the image) of a detection holds warm IR: at least
-    ``fraction`` of its pixels above ``mean(ir) + sigma * std(ir)`` of the whole frame ``ir`` (grey, H x W)."""
-    h, w = ir.shape[:2]
+    ``fraction`` of its pixels set in ``warm`` (:func:`warm_mask` of the frame, made once per frame)."""
+    h, w = warm.shape[:2]
     x0, y0 = max(int(np.floor(box_xyxy[0])), 0), max(int(np.floor(box_xyxy[1])), 0)
     x1, y1 = min(int(np.ceil(box_xyxy[2])), w), min(int(np.ceil(box_xyxy[3])), h)
     if x1 <= x0 or y1 <= y0:
         return False
-    warm = ir[y0:y1, x0:x1] > float(ir.mean()) + sigma * float(ir.std())
-    return bool(warm.mean() >= fraction)
+    return bool(warm[y0:y1, x0:x1].mean() >= fraction)
 
 
 @dataclass
@@ -226,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             wanted = {evaluated[round((k + 1) * (len(evaluated) - 1) / (args.samples + 1))]
                       for k in range(args.samples)}
         for idx, ir, vi in read_pairs(videos, name, args.stride):
+            warm = warm_mask(ir)
             tiles = []
             for m in methods:
                 t0 = time.perf_counter()
@@ -235,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                 t2 = time.perf_counter()
                 s = per[m]
                 s.frames += 1
-                confirmed = sum(ir_confirmed(ir, d.box_xyxy) for d in dets)
+                confirmed = sum(ir_confirmed(warm, d.box_xyxy) for d in dets)
                 s.persons += len(dets)
                 s.frames_with_person += bool(dets)
                 s.confirmed += confirmed
